@@ -1,0 +1,260 @@
+"""The `polymodal` command line: train, predict, evaluate, inspect, demo, list."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from polymodal.config import ConfigError, load_config
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train, evaluate and use multimodal models over tables of text, images, audio, "
+    "video, numbers and categories.",
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def quiet_libraries() -> None:
+    """Keep Lightning's tips and PyTorch's warnings out of the user's way."""
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def friendly_errors(command: Any) -> Any:
+    """Bad input ends the command with one line naming what is wrong, not a traceback."""
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from polymodal.data.problems import BadInputError
+
+        quiet_libraries()
+        try:
+            return command(*args, **kwargs)
+        except (BadInputError, ConfigError, KeyError, FileExistsError) as error:
+            message = error.args[0] if error.args else str(error)
+            console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return run
+
+
+def split_list(value: str | None) -> list[str] | None:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+def fresh_output(data: Path, targets: list[str]) -> Path:
+    """runs/<table>-<target>, with -2, -3, ... so an earlier run is never overwritten."""
+    base = Path("runs") / f"{data.stem}-{'-'.join(targets)}"
+    candidate, number = base, 2
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{number}")
+        number += 1
+    return candidate
+
+
+@app.command()
+@friendly_errors
+def train(
+    data: Annotated[Path, typer.Argument(help="table: CSV, Parquet or JSONL")],
+    target: Annotated[str, typer.Option(help="target column(s), comma-separated")],
+    config: Annotated[Path | None, typer.Option(help="YAML config")] = None,
+    inputs: Annotated[str | None, typer.Option(help="input columns, comma-separated")] = None,
+    fusion: Annotated[str | None, typer.Option(help="concat, late or attention")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="model folder")] = None,
+    valid: Annotated[Path | None, typer.Option(help="separate validation table")] = None,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
+    max_time: Annotated[str | None, typer.Option(help="minutes, or DD:HH:MM:SS")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    modality_dropout: Annotated[float | None, typer.Option(help="drop whole inputs")] = None,
+    strict: Annotated[bool, typer.Option(help="stop at the first bad cell or file")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="continue from the folder's last checkpoint")
+    ] = False,
+) -> None:
+    """Train a model and write its folder (weights, config, metrics)."""
+    from polymodal.model import Model
+
+    settings = load_config(config)
+    train_settings = settings.train
+    for name, value in (("max_epochs", epochs), ("max_time", max_time), ("seed", seed)):
+        if value is not None:
+            setattr(train_settings, name, value)
+    if modality_dropout is not None:
+        train_settings.modality_dropout = modality_dropout
+    train_settings.strict = strict or train_settings.strict
+    targets = split_list(target) or []
+    folder = out_dir or fresh_output(data, targets)
+    model = Model(target=targets, inputs=split_list(inputs), fusion=fusion, config=settings)
+    model.fit(data, valid=valid, out=folder, overwrite=overwrite, resume=resume)
+    print_metrics(model.metrics_)
+    print_problems(model.metrics_.get("problems", []))
+    out.print(f"model saved to [bold]{folder}[/]")
+
+
+@app.command()
+@friendly_errors
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="model folder")],
+    data: Annotated[Path, typer.Argument(help="table to predict")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="CSV to write")] = Path(
+        "predictions.csv"
+    ),
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
+) -> None:
+    """Predict every row of a table; writes predictions and class probabilities."""
+    from polymodal.model import Model
+
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    model = Model.load(model_dir)
+    predictions = model.predict(data)
+    predictions.to_csv(output, index_label="row")
+    print_problems([vars(p) for p in model.last_problems_.problems])
+    out.print(f"{len(predictions)} predictions written to [bold]{output}[/]")
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="model folder")],
+    data: Annotated[Path, typer.Argument(help="table with the target column(s)")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON")] = None,
+) -> None:
+    """Metrics on a labelled table: accuracy, F1, confusion matrix; RMSE, MAE, R²."""
+    from polymodal.model import Model
+
+    model = Model.load(model_dir)
+    report = model.evaluate(data)
+    print_target_metrics("evaluation", report)
+    print_problems([vars(p) for p in model.last_problems_.problems])
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=1))
+
+
+@app.command()
+@friendly_errors
+def inspect(data: Annotated[Path, typer.Argument(help="table to describe")]) -> None:
+    """Show each column's inferred kind with counts, missing values and an example."""
+    from polymodal.data.schema import describe_columns
+    from polymodal.data.table import read_table
+
+    table = read_table(data)
+    view = RichTable(title=f"{data} — {len(table)} rows")
+    for header in ("column", "kind", "present", "missing", "unique", "example", "why"):
+        view.add_column(header)
+    for info in describe_columns(table):
+        view.add_row(
+            info.name, info.kind, str(info.present), str(info.missing), str(info.unique),
+            info.example, info.reason,
+        )  # fmt: skip
+    out.print(view)
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for data and model")] = Path(
+        "demo_out"
+    ),
+    rows: Annotated[int, typer.Option(help="rows to generate")] = 800,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing demo folder")] = False,
+) -> None:
+    """Generate an offline multimodal data set, train on it, and show what to try next."""
+    from polymodal.demo import run_demo
+
+    run_demo(out_dir, rows=rows, overwrite=overwrite, printer=out)
+
+
+@app.command("list")
+@friendly_errors
+def list_components(
+    kind: Annotated[str, typer.Argument(help="encoders, fusions or heads")] = "encoders",
+) -> None:
+    """List registered components."""
+    from polymodal.encoders import ENCODERS
+    from polymodal.fusion import FUSIONS
+    from polymodal.heads import HEADS
+
+    registries = {"encoders": ENCODERS, "fusions": FUSIONS, "heads": HEADS}
+    if kind not in registries:
+        raise KeyError(f"unknown component kind {kind!r}; known: {', '.join(registries)}")
+    registry = registries[kind]
+    for name in registry.names():
+        tags = registry.tags(name)
+        out.print(name + (f"  ({', '.join(f'{k}={v}' for k, v in tags.items())})" if tags else ""))
+
+
+def print_metrics(metrics: dict) -> None:
+    for split in ("valid", "test"):
+        if split in metrics:
+            print_target_metrics(split, metrics[split])
+    seconds = metrics.get("train_seconds", 0)
+    epochs = len(metrics.get("history", []))
+    out.print(f"trained {epochs} epochs in {seconds:.0f} s; best epoch {metrics.get('best_epoch')}")
+
+
+def print_target_metrics(title: str, report: dict) -> None:
+    view = RichTable(title=title)
+    view.add_column("target")
+    view.add_column("metric")
+    view.add_column("value", justify="right")
+    for target, values in report.items():
+        for name, value in values.items():
+            if isinstance(value, float):
+                view.add_row(target, name, f"{value:.4f}")
+            elif name == "rows":
+                view.add_row(target, name, str(value))
+    out.print(view)
+    for target, values in report.items():
+        if "confusion_matrix" in values and len(values["classes"]) <= 12:
+            print_confusion(target, values["classes"], values["confusion_matrix"])
+
+
+def print_confusion(target: str, classes: list[str], matrix: list[list[int]]) -> None:
+    view = RichTable(title=f"{target}: confusion matrix (rows true, columns predicted)")
+    view.add_column("")
+    for name in classes:
+        view.add_column(name[:10], justify="right")
+    for name, row in zip(classes, matrix, strict=True):
+        view.add_row(name[:10], *map(str, row))
+    out.print(view)
+
+
+def print_problems(problems: list[dict], limit: int = 20) -> None:
+    if not problems:
+        return
+    view = RichTable(title=f"{len(problems)} input problems (rows kept, the input masked)")
+    for header in ("table", "row", "column", "file", "reason"):
+        view.add_column(header)
+    for problem in problems[:limit]:
+        view.add_row(
+            Path(problem.get("table") or "").name, str(problem["row"]), problem["column"],
+            problem.get("path") or "", problem["reason"],
+        )  # fmt: skip
+    console.print(view)
+    if len(problems) > limit:
+        console.print(f"... and {len(problems) - limit} more (see metrics.json)")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="polymodal")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tables, schema inference, decoding and preprocessing: everything between a file and a tensor."""

@@ -1,0 +1,139 @@
+"""From a table to arrays: fit preprocessing on the training rows, then encode any rows.
+
+`FittedSchema` is everything learned from the data (kinds, tokenizers, vocabularies, scaling,
+label maps). It is saved in config.json, so a loaded model preprocesses exactly as in training.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from polymodal.config import Config
+from polymodal.data.audio import AudioState, encode_audio, fit_audio
+from polymodal.data.cache import FeatureCache
+from polymodal.data.column import FeatureColumn
+from polymodal.data.image import ImageState, encode_images, fit_image
+from polymodal.data.problems import BadInputError, ProblemLog
+from polymodal.data.schema import resolve_inputs
+from polymodal.data.table import Table
+from polymodal.data.tabular import (
+    CategoryState,
+    NumberState,
+    encode_categories,
+    encode_numbers,
+    fit_category,
+    fit_number,
+)
+from polymodal.data.targets import TargetState, encode_target, fit_target
+from polymodal.data.text import TextState, encode_text, fit_text
+from polymodal.data.video import VideoState, encode_video, fit_video
+
+InputState = Annotated[
+    TextState | ImageState | AudioState | VideoState | NumberState | CategoryState,
+    Field(discriminator="kind"),
+]
+
+
+class FittedSchema(BaseModel):
+    inputs: list[InputState]
+    targets: list[TargetState]
+
+    def input(self, name: str) -> InputState:
+        for state in self.inputs:
+            if state.column == name:
+                return state
+        raise KeyError(f"no input named {name!r}; inputs: {[s.column for s in self.inputs]}")
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {state.column: state.kind for state in self.inputs}
+
+
+def fit_schema(table: Table, rows: np.ndarray, config: Config) -> FittedSchema:
+    """Learn preprocessing from the training rows only (no peeking at validation or test)."""
+    frame = table.frame
+    target_names = [target.column for target in config.targets]
+    for target in target_names:
+        if target not in frame.columns:
+            raise_missing_column(table, target, "target")
+    kinds = resolve_inputs(table, config, target_names)
+    train = frame.iloc[rows]
+    inputs = []
+    for name, kind in kinds.items():
+        override = config.columns.get(name)
+        source = override.source if override and override.source else name
+        cells = train[source].tolist()
+        inputs.append(_fit_input(kind, cells, name, source, table, config))
+    targets = [fit_target(train[t.column], t, table.name) for t in config.targets]
+    return FittedSchema(inputs=inputs, targets=targets)
+
+
+def _fit_input(
+    kind: str, cells: list, name: str, source: str, table: Table, config: Config
+) -> InputState:
+    settings = config.preprocess
+    if kind == "image":
+        return fit_image(cells, name, table.base_dir, settings.image, source)
+    if kind == "audio":
+        return fit_audio(cells, name, table.base_dir, settings.audio, source)
+    if kind == "video":
+        return fit_video(cells, name, table.base_dir, settings.video, source)
+    if kind == "text":
+        return fit_text(cells, name, settings.text, source)
+    if kind == "number":
+        return fit_number(cells, name, source)
+    return fit_category(cells, name, source)
+
+
+def raise_missing_column(table: Table, name: str, role: str) -> None:
+    raise BadInputError(
+        f"{table.name}: no {role} column '{name}' (columns: {', '.join(map(str, table.frame.columns))})"
+    )
+
+
+def encode_inputs(
+    schema: FittedSchema, table: Table, log: ProblemLog, cache: FeatureCache
+) -> dict[str, FeatureColumn]:
+    """Features for every input and row of `table`; bad cells are masked and logged."""
+    features = {}
+    row_ids = list(range(len(table)))
+    for state in schema.inputs:
+        if state.source not in table.frame.columns:
+            raise_missing_column(table, state.source, "input")
+        cells = table.frame[state.source].tolist()
+        features[state.column] = _encode_input(state, cells, table, log, cache, row_ids)
+    return features
+
+
+def _encode_input(
+    state: InputState,
+    cells: list,
+    table: Table,
+    log: ProblemLog,
+    cache: FeatureCache,
+    row_ids: list[int],
+) -> FeatureColumn:
+    base = table.base_dir
+    if isinstance(state, ImageState):
+        return encode_images(state, cells, base, log, cache, row_ids)
+    if isinstance(state, AudioState):
+        return encode_audio(state, cells, base, log, cache, row_ids)
+    if isinstance(state, VideoState):
+        return encode_video(state, cells, base, log, cache, row_ids)
+    if isinstance(state, TextState):
+        return encode_text(state, cells, log, row_ids)
+    if isinstance(state, NumberState):
+        return encode_numbers(state, cells, log, row_ids)
+    return encode_categories(state, cells, log, row_ids)
+
+
+def encode_targets(schema: FittedSchema, table: Table) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for state in schema.targets:
+        if state.column not in table.frame.columns:
+            raise_missing_column(table, state.column, "target")
+        out[state.column] = encode_target(state, table.frame[state.column])
+    return out

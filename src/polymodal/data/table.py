@@ -1,0 +1,100 @@
+"""Reading tables: CSV, Parquet, JSONL. File paths in cells are relative to the table's folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from polymodal.data.problems import BadInputError
+
+SPLIT_COLUMN = "split"
+
+
+@dataclass
+class Table:
+    """A data frame and the folder its relative file paths start from."""
+
+    frame: pd.DataFrame
+    base_dir: Path
+    name: str = "<table>"
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def subset(self, rows: np.ndarray) -> Table:
+        return Table(self.frame.iloc[rows].reset_index(drop=True), self.base_dir, self.name)
+
+
+def read_table(
+    source: str | Path | pd.DataFrame | Table, base_dir: str | Path | None = None
+) -> Table:
+    """Load a table from a path (by extension) or wrap a data frame."""
+    if isinstance(source, Table):
+        return source
+    if isinstance(source, pd.DataFrame):
+        return Table(source.reset_index(drop=True), Path(base_dir or ".").resolve())
+    path = Path(source)
+    if not path.is_file():
+        raise BadInputError(f"table {path} does not exist")
+    frame = _read_frame(path)
+    if frame.empty:
+        raise BadInputError(f"table {path} has no rows")
+    frame.columns = [str(column).strip() for column in frame.columns]
+    return Table(frame.reset_index(drop=True), Path(base_dir or path.parent).resolve(), str(path))
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    suffix = "".join(path.suffixes[-2:]).lower()
+    try:
+        if suffix.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+        if suffix.endswith((".jsonl", ".ndjson")):
+            return pd.read_json(path, lines=True)
+        if suffix.endswith(".json"):
+            return pd.read_json(path)
+        if suffix.endswith(".tsv"):
+            return _read_csv(path, sep="\t")
+        return _read_csv(path, sep=",")
+    except BadInputError:
+        raise
+    except (ValueError, OSError, pd.errors.ParserError) as error:
+        raise BadInputError(f"cannot read table {path}: {error}") from None
+
+
+def _read_csv(path: Path, sep: str) -> pd.DataFrame:
+    """Read a CSV as UTF-8; undecodable bytes become U+FFFD so one bad cell can be reported."""
+    try:
+        return pd.read_csv(path, sep=sep, encoding="utf-8", encoding_errors="replace")
+    except pd.errors.EmptyDataError:
+        raise BadInputError(f"table {path} is empty") from None
+
+
+def split_rows(table: Table, valid_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Row indices per split: a `split` column wins; otherwise a seeded validation split."""
+    frame = table.frame
+    if SPLIT_COLUMN in frame.columns:
+        names = frame[SPLIT_COLUMN].astype(str).str.strip().str.lower()
+        names = names.replace({"val": "valid", "validation": "valid", "dev": "valid"})
+        unknown = sorted(set(names) - {"train", "valid", "test"})
+        if unknown:
+            raise BadInputError(
+                f"{table.name}: column 'split' holds {unknown}; use train, valid or test"
+            )
+        splits = {
+            name: np.flatnonzero(names.to_numpy() == name) for name in ("train", "valid", "test")
+        }
+        if len(splits["valid"]) == 0:
+            splits["train"], splits["valid"] = _random_split(splits["train"], valid_fraction, seed)
+        return splits
+    train, valid = _random_split(np.arange(len(frame)), valid_fraction, seed)
+    return {"train": train, "valid": valid, "test": np.array([], dtype=int)}
+
+
+def _random_split(rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(rows)
+    n_valid = max(1, int(round(len(rows) * fraction))) if len(rows) > 1 else 0
+    return np.sort(shuffled[n_valid:]), np.sort(shuffled[:n_valid])

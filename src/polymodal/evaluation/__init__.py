@@ -1,0 +1,1 @@
+"""Metrics for every task, computed from predictions and true values."""

@@ -1,0 +1,51 @@
+"""The fusion contract: encoded inputs → `Fused` features for the heads.
+
+`features` is [batch, branches, dim] and `weights` [batch, branches]: early fusion gives one
+branch with weight 1; late fusion gives one branch per input and the heads' outputs are
+combined with the weights. Heads never need to know which fusion ran.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from polymodal.encoders.base import EncodedInput
+from polymodal.registry import Registry
+
+FUSIONS: Registry[nn.Module] = Registry("fusion")
+
+
+class Fused(NamedTuple):
+    features: torch.Tensor  # [batch, branches, dim]
+    weights: torch.Tensor  # [batch, branches], rows sum to 1
+
+
+def masked_mean(encoded: EncodedInput) -> torch.Tensor:
+    """Mean of the real tokens, [batch, dim]; zero where there are none (callers check)."""
+    weights = encoded.mask.unsqueeze(-1).to(encoded.tokens.dtype)
+    total = (encoded.tokens * weights).sum(dim=1)
+    return total / weights.sum(dim=1).clamp(min=1.0)
+
+
+class PooledInputs(nn.Module):
+    """Pools each input to one vector; an absent input gets a learned 'missing' vector instead,
+    so the model sees that it is missing rather than reading zeros as data."""
+
+    def __init__(self, names: list[str], dim: int) -> None:
+        super().__init__()
+        self.names = names
+        self.missing = nn.Parameter(torch.randn(len(names), dim) * 0.02)
+
+    def forward(self, encoded: dict[str, EncodedInput]) -> tuple[torch.Tensor, torch.Tensor]:
+        """([batch, inputs, dim], present [batch, inputs])."""
+        pooled, present = [], []
+        for index, name in enumerate(self.names):
+            item = encoded[name]
+            has = item.mask.any(dim=1)
+            vector = torch.where(has[:, None], masked_mean(item), self.missing[index])
+            pooled.append(vector)
+            present.append(has)
+        return torch.stack(pooled, dim=1), torch.stack(present, dim=1)

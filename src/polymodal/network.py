@@ -1,0 +1,74 @@
+"""The multimodal network: one encoder per input, a fusion, one head per target.
+
+Pure math, no device or logging code (that is Lightning's job). A batch is
+`{input name: {"values", "present", "lengths"?}}`; the forward pass reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from polymodal.config import ModelSettings
+from polymodal.data.features import FittedSchema
+from polymodal.encoders import DEFAULT_ENCODERS, ENCODERS, EncodedInput
+from polymodal.fusion import FUSIONS, Fused
+from polymodal.heads import HEADS
+
+Batch = dict[str, dict[str, torch.Tensor]]
+
+
+def encoder_name(column: str, kind: str, settings: ModelSettings) -> str:
+    """A column's encoder: named for the column, else for its kind, else the default."""
+    return settings.encoders.get(column) or settings.encoders.get(kind) or DEFAULT_ENCODERS[kind]
+
+
+class MultimodalNet(nn.Module):
+    def __init__(self, schema: FittedSchema, settings: ModelSettings) -> None:
+        super().__init__()
+        self.input_names = [state.column for state in schema.inputs]
+        self.target_names = [state.column for state in schema.targets]
+        # ModuleDict keys cannot hold dots, and column names may; index them instead.
+        self.encoders = nn.ModuleList(
+            ENCODERS.create(encoder_name(state.column, state.kind, settings), state, settings)
+            for state in schema.inputs
+        )
+        self.fusion = FUSIONS.create(settings.fusion, self.input_names, settings)
+        self.heads = nn.ModuleList(
+            HEADS.create(state.task, state, settings.dim, self.fusion.branches, settings.dropout)
+            for state in schema.targets
+        )
+
+    def encode(self, batch: Batch) -> dict[str, EncodedInput]:
+        encoded = {}
+        for name, encoder in zip(self.input_names, self.encoders, strict=True):
+            item = batch[name]
+            encoded[name] = encoder(item["values"], item["present"], item.get("lengths"))
+        return encoded
+
+    def fuse(self, batch: Batch) -> Fused:
+        return self.fusion(self.encode(batch))
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Raw outputs per target: logits, or standardised values for regression."""
+        fused = self.fuse(batch)
+        return {name: head(fused) for name, head in zip(self.target_names, self.heads, strict=True)}
+
+
+def drop_modalities(
+    batch: Batch, probability: float, generator: torch.Generator | None = None
+) -> Batch:
+    """Mark whole inputs absent at random (training only), keeping at least one per row, so the
+    model learns to predict when a modality is missing."""
+    if probability <= 0:
+        return batch
+    names = list(batch)
+    present = torch.stack([batch[name]["present"] for name in names], dim=1)
+    drop = torch.rand(present.shape, generator=generator, device=present.device) < probability
+    kept = present & ~drop
+    keep_one = present.any(dim=1) & ~kept.any(dim=1)
+    if keep_one.any():  # restore one present input, chosen at random, where all were dropped
+        scores = torch.rand(present.shape, generator=generator, device=present.device)
+        choice = (scores * present).argmax(dim=1)
+        kept[keep_one, choice[keep_one]] = True
+    return {name: {**batch[name], "present": kept[:, index]} for index, name in enumerate(names)}

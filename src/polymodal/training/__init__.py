@@ -1,0 +1,1 @@
+"""Training with Lightning: batches, the LightningModule, and the trainer recipe."""

@@ -1,0 +1,107 @@
+"""The training recipe: Lightning's Trainer with early stopping, checkpoints and resume."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from polymodal.config import TrainSettings
+from polymodal.network import MultimodalNet
+from polymodal.training.batches import TensorBatches
+from polymodal.training.module import PolymodalModule
+
+CHECKPOINTS = ".checkpoints"  # inside the output folder; removed once the model is saved
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = float("nan")
+    seconds: float = 0.0
+
+
+class History(Callback):
+    """Records each epoch's metrics and duration (for learning curves and the report)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict] = []
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """Runs after the epoch's validation, so val_score is this epoch's."""
+        row = {"epoch": trainer.current_epoch, "seconds": time.perf_counter() - self._started}
+        for key in ("train_loss", "val_loss", "val_score"):
+            if key in trainer.callback_metrics:
+                row[key] = float(trainer.callback_metrics[key])
+        self.epochs.append(row)
+
+
+def parse_max_time(value: str | None) -> str | None:
+    """Minutes ('10', '2.5') or Lightning's DD:HH:MM:SS."""
+    if value is None or ":" in value:
+        return value
+    seconds = int(float(value) * 60)
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train_network(
+    net: MultimodalNet,
+    train: TensorBatches,
+    valid: TensorBatches,
+    settings: TrainSettings,
+    workdir: Path,
+    resume: bool = False,
+) -> TrainResult:
+    """Fit `net` in place; on return it holds the weights of the best validation epoch."""
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    checkpoints = workdir / CHECKPOINTS
+    last = checkpoints / "last.ckpt"
+    module = PolymodalModule(net, settings, steps_per_epoch=len(train))
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename="best", monitor="val_score", mode="max", save_last=True
+    )
+    history = History()
+    trainer = L.Trainer(
+        max_epochs=settings.max_epochs,
+        max_time=parse_max_time(settings.max_time),
+        accelerator="auto",
+        devices=1,
+        callbacks=[
+            EarlyStopping(monitor="val_score", mode="max", patience=settings.patience),
+            best,
+            history,
+        ],
+        logger=False,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+        enable_model_summary=False,
+    )
+    started = time.perf_counter()
+    trainer.fit(module, train, valid, ckpt_path=str(last) if resume and last.is_file() else None)
+    result = TrainResult(history=history.epochs, seconds=time.perf_counter() - started)
+    if best.best_model_path:
+        load_weights_from_checkpoint(net, Path(best.best_model_path))
+        result.best_score = float(best.best_model_score)
+        scores = [row.get("val_score", float("-inf")) for row in history.epochs]
+        result.best_epoch = int(history.epochs[scores.index(max(scores))]["epoch"]) if scores else 0
+    return result
+
+
+def load_weights_from_checkpoint(net: MultimodalNet, path: Path) -> None:
+    """The network's weights from a Lightning checkpoint (tensors only, no pickled objects)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    net.load_state_dict({key.removeprefix("net."): value for key, value in state.items()})
+
+
+def remove_checkpoints(workdir: Path) -> None:
+    shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)

@@ -1,0 +1,97 @@
+"""The LightningModule: the loss, the validation metric and the optimiser; nothing else."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from polymodal.config import TrainSettings
+from polymodal.evaluation.metrics import primary_score
+from polymodal.network import MultimodalNet, drop_modalities
+
+
+class PolymodalModule(L.LightningModule):
+    def __init__(self, net: MultimodalNet, settings: TrainSettings, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.net = net
+        self.settings = settings
+        self.steps_per_epoch = steps_per_epoch
+        self._valid_outputs: list[dict] = []
+
+    def forward(self, inputs: dict) -> dict[str, torch.Tensor]:
+        return self.net(inputs)
+
+    def combined_loss(self, outputs: dict, targets: dict) -> torch.Tensor:
+        """Sum over targets of weight × that target's loss."""
+        total = 0.0
+        for name, head in zip(self.net.target_names, self.net.heads, strict=True):
+            values, known = targets[name]
+            total = total + head.state.weight * head.loss(outputs[name], values, known)
+        return total
+
+    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+        inputs = drop_modalities(batch["inputs"], self.settings.modality_dropout)
+        loss = self.combined_loss(self.net(inputs), batch["targets"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=self._size(batch))
+        return loss
+
+    def validation_step(self, batch: dict, batch_index: int) -> None:
+        outputs = self.net(batch["inputs"])
+        loss = self.combined_loss(outputs, batch["targets"])
+        self.log("val_loss", loss, prog_bar=True, batch_size=self._size(batch))
+        self._valid_outputs.append(
+            {name: (outputs[name].detach().cpu(), *[t.cpu() for t in batch["targets"][name]])
+             for name in self.net.target_names}
+        )  # fmt: skip
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._valid_outputs:
+            return
+        scores = []
+        for name, head in zip(self.net.target_names, self.net.heads, strict=True):
+            outputs = torch.cat([step[name][0] for step in self._valid_outputs])
+            values = torch.cat([step[name][1] for step in self._valid_outputs])
+            known = torch.cat([step[name][2] for step in self._valid_outputs])
+            scores.append(primary_score(head, outputs, values, known))
+        self._valid_outputs.clear()
+        if len(scores) == 1:
+            score = scores[0]
+        else:  # several targets: their scales differ, so rank epochs by the combined loss
+            score = -float(self.trainer.callback_metrics.get("val_loss", torch.tensor(0.0)))
+        self.log("val_score", score, prog_bar=True)
+
+    def configure_optimizers(self) -> dict:
+        decay, no_decay = [], []
+        for name, parameter in self.net.named_parameters():
+            if parameter.ndim < 2 or "embed" in name or "position" in name:
+                no_decay.append(parameter)
+            else:
+                decay.append(parameter)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.settings.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.settings.lr,
+        )
+        total = max(1, self.steps_per_epoch * self.settings.max_epochs)
+        warmup = max(1, int(total * self.settings.warmup_fraction))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    @staticmethod
+    def _size(batch: dict) -> int:
+        first = next(iter(batch["inputs"].values()))
+        return int(first["present"].shape[0])

@@ -1,0 +1,56 @@
+"""Reading CSV, Parquet and JSONL; the split column; a seeded validation split."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from polymodal.data.problems import BadInputError
+from polymodal.data.table import read_table, split_rows
+
+FRAME = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": ["a", "b", "a", "b"]})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_formats(tmp_path, suffix):
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".csv":
+        FRAME.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        FRAME.to_parquet(path)
+    else:
+        FRAME.to_json(path, orient="records", lines=True)
+    table = read_table(path)
+    assert table.frame["label"].tolist() == ["a", "b", "a", "b"]
+    assert table.base_dir == tmp_path.resolve()
+
+
+def test_empty_and_missing_tables_are_clear_errors(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(BadInputError, match="empty"):
+        read_table(tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text("a,b\n")
+    with pytest.raises(BadInputError, match="no rows"):
+        read_table(tmp_path / "header.csv")
+    with pytest.raises(BadInputError, match="does not exist"):
+        read_table(tmp_path / "nothing.csv")
+
+
+def test_split_column_is_honoured(tmp_path):
+    frame = FRAME.assign(split=["train", "test", "valid", "train"])
+    splits = split_rows(read_table(frame, tmp_path), 0.5, 0)
+    assert splits["train"].tolist() == [0, 3]
+    assert splits["valid"].tolist() == [2] and splits["test"].tolist() == [1]
+
+
+def test_seeded_split_is_repeatable_and_disjoint(tmp_path):
+    table = read_table(pd.DataFrame({"x": range(100)}), tmp_path)
+    first, again = split_rows(table, 0.2, 7), split_rows(table, 0.2, 7)
+    assert np.array_equal(first["valid"], again["valid"]) and len(first["valid"]) == 20
+    assert not set(first["train"]) & set(first["valid"])
+    assert not np.array_equal(first["valid"], split_rows(table, 0.2, 8)["valid"])
+
+
+def test_bad_split_values_are_named(tmp_path):
+    table = read_table(FRAME.assign(split=["train", "holdout", "train", "train"]), tmp_path)
+    with pytest.raises(BadInputError, match="holdout"):
+        split_rows(table, 0.1, 0)

@@ -1,0 +1,61 @@
+"""Every fusion: output shapes, weights, and masking (an absent input cannot leak in)."""
+
+import pytest
+import torch
+
+from polymodal.config import ModelSettings
+from polymodal.encoders import EncodedInput
+from polymodal.fusion import FUSIONS
+
+SETTINGS = ModelSettings(dim=16, layers=1, heads=2, dropout=0.0)
+NAMES = ["a", "b"]
+
+
+def encoded(b_present: torch.Tensor, seed: int = 0) -> dict[str, EncodedInput]:
+    generator = torch.Generator().manual_seed(seed)
+    a = EncodedInput(torch.randn(3, 4, 16, generator=generator), torch.ones(3, 4, dtype=torch.bool))
+    b_mask = b_present[:, None].expand(-1, 5).clone()
+    b = EncodedInput(torch.randn(3, 5, 16, generator=generator), b_mask)
+    return {"a": a, "b": b}
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_shapes_and_weights(name):
+    fusion = FUSIONS.create(name, NAMES, SETTINGS).eval()
+    fused = fusion(encoded(torch.tensor([True, False, True])))
+    assert fused.features.shape == (3, fusion.branches, 16)
+    assert fused.weights.shape == (3, fusion.branches)
+    assert torch.allclose(fused.weights.sum(dim=1), torch.ones(3))
+    assert torch.isfinite(fused.features).all()
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_absent_input_is_masked_not_read(name):
+    """Changing the tokens of an absent input leaves the output unchanged; a present one not."""
+    fusion = FUSIONS.create(name, NAMES, SETTINGS).eval()
+    absent = torch.tensor([False, False, False])
+    first, second = encoded(absent, seed=0), encoded(absent, seed=1)
+    second["a"] = first["a"]  # same present input, different garbage in the absent one
+    out1, out2 = fusion(first), fusion(second)
+    combined1 = (out1.features * out1.weights[..., None]).sum(1)
+    combined2 = (out2.features * out2.weights[..., None]).sum(1)
+    assert torch.allclose(combined1, combined2, atol=1e-6)
+    present = torch.tensor([True, True, True])
+    out3, out4 = fusion(encoded(present, 0)), fusion({**encoded(present, 1), "a": first["a"]})
+    assert not torch.allclose(out3.features, out4.features)
+
+
+def test_late_fusion_weights_only_present_inputs():
+    fusion = FUSIONS.create("late", NAMES, SETTINGS).eval()
+    fused = fusion(encoded(torch.tensor([False, True, False])))
+    assert torch.allclose(fused.weights[0], torch.tensor([1.0, 0.0]))
+    assert fused.weights[1, 1] > 0
+
+
+def test_row_with_no_input_at_all_stays_finite():
+    for name in FUSIONS.names():
+        fusion = FUSIONS.create(name, NAMES, SETTINGS).eval()
+        items = encoded(torch.tensor([False, False, False]))
+        items["a"] = EncodedInput(items["a"].tokens, torch.zeros(3, 4, dtype=torch.bool))
+        fused = fusion(items)
+        assert torch.isfinite(fused.features).all() and torch.isfinite(fused.weights).all()

@@ -1,0 +1,96 @@
+"""Small media files made by the tests themselves: PNG, WAV and MP4 (through PyAV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import soundfile
+from PIL import Image
+
+from polymodal.config import Config
+from polymodal.demo import draw_shape, tone
+
+
+def write_png(path: Path, shape: str = "circle", seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draw_shape(shape, "red", np.random.default_rng(seed)).save(path)
+    return path
+
+
+def write_wav(path: Path, pitch: float = 440.0, seed: int = 0, rate: int = 8000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, tone(pitch, np.random.default_rng(seed)), rate)
+    return path
+
+
+def write_mp4(
+    path: Path, brightness: int = 200, frames: int = 6, size: int = 32, with_audio: bool = False
+) -> Path:
+    """A tiny H.264 (or MPEG-4) clip whose frames are a flat grey of `brightness`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=16000) if with_audio else None
+        for index in range(frames):
+            pixels = np.full((size, size, 3), brightness, dtype=np.uint8)
+            pixels[index % size, :, :] = 255 - brightness  # a moving line
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        if audio is not None:
+            wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
+            for start in range(0, len(wave), 1024):
+                chunk = wave[start : start + 1024][None]
+                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                frame.sample_rate = 16000
+                for packet in audio.encode(frame):
+                    container.mux(packet)
+            for packet in audio.encode():
+                container.mux(packet)
+    return path
+
+
+def shapes_and_tones(folder: Path, rows: int = 48, seed: int = 0) -> Path:
+    """A CSV whose label is shape × pitch, with text, number and category columns."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for index in range(rows):
+        shape = ("circle", "square")[index % 2]
+        pitch = ("low", "high")[(index // 2) % 2]
+        write_png(folder / "img" / f"{index}.png", shape, seed=index)
+        write_wav(folder / "snd" / f"{index}.wav", 330.0 if pitch == "low" else 1320.0, seed=index)
+        records.append(
+            {
+                "picture": f"img/{index}.png",
+                "sound": f"snd/{index}.wav",
+                "comment": f"sample number {index} looks {['fine', 'odd', 'plain'][index % 3]}",
+                "size": float(rng.normal()),
+                "colour": ["red", "blue", "green"][index % 3],
+                "label": f"{shape}-{pitch}",
+                "score": float(index % 2) * 2.0 + float(rng.normal(0, 0.1)),
+            }
+        )
+    path = folder / "data.csv"
+    pd.DataFrame(records).to_csv(path, index=False)
+    return path
+
+
+def tiny_config(**train: object) -> Config:
+    """A model small enough to train in seconds on 2 cores."""
+    config = Config()
+    config.model.dim = 32
+    config.model.layers = 1
+    config.model.heads = 2
+    config.train.max_epochs = 2
+    config.train.batch_size = 16
+    config.preprocess.audio.n_mels = 32
+    for key, value in train.items():
+        setattr(config.train, key, value)
+    return config
