@@ -8,7 +8,6 @@ import av
 import numpy as np
 import pandas as pd
 import soundfile
-from PIL import Image
 
 from polymodal.config import Config
 from polymodal.demo import draw_shape, tone

@@ -181,6 +181,58 @@ def demo(
     run_demo(out_dir, rows=rows, overwrite=overwrite, printer=out)
 
 
+@app.command()
+@friendly_errors
+def compare(
+    data: Annotated[Path, typer.Argument(help="table: CSV, Parquet or JSONL")],
+    target: Annotated[str, typer.Option(help="target column")],
+    seeds: Annotated[int, typer.Option(help="seeds per configuration")] = 3,
+    config: Annotated[Path | None, typer.Option(help="YAML config")] = None,
+    inputs: Annotated[str | None, typer.Option(help="input columns, comma-separated")] = None,
+    fusions: Annotated[str | None, typer.Option(help="fusions to compare")] = None,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs, every run")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the results")] = Path(
+        "comparison"
+    ),
+    overwrite: Annotated[bool, typer.Option(help="replace earlier results")] = False,
+) -> None:
+    """Each unimodal model, each fusion and a unimodal ensemble, side by side."""
+    from polymodal.evaluation.compare import compare as run_compare
+    from polymodal.evaluation.compare import write_comparison
+
+    if (out_dir / "comparison.json").exists() and not overwrite:
+        raise FileExistsError(f"{out_dir}/comparison.json exists; pass --overwrite to replace it")
+    settings = load_config(config)
+    settings.inputs = split_list(inputs) or settings.inputs
+    if epochs is not None:
+        settings.train.max_epochs = epochs
+    result = run_compare(
+        data, target, settings, seeds=seeds, fusions=split_list(fusions), log=console.print
+    )
+    print_comparison(result)
+    json_path, html_path = write_comparison(result, out_dir)
+    out.print(f"written: [bold]{json_path}[/] and [bold]{html_path}[/]")
+
+
+def print_comparison(result: dict) -> None:
+    view = RichTable(title=f"{result['target']}: test {result['metric']} over seeds")
+    for header in ("configuration", "metric", "train s", "parameters"):
+        view.add_column(header, justify="left" if header == "configuration" else "right")
+    for row in result["configurations"]:
+        view.add_row(
+            row["name"], f"{row['mean']:.4f} ± {row['std']:.4f}", f"{row['seconds']:.0f}",
+            f"{row['parameters']:,}",
+        )  # fmt: skip
+    out.print(view)
+    gain = result.get("modality_gain")
+    if gain:
+        ratio = f", error ratio {gain['error_ratio']:.2f}" if gain.get("error_ratio") else ""
+        out.print(
+            f"modality gain: {gain['best_multimodal']} vs {gain['best_unimodal']}: "
+            f"{gain['gain']:+.4f} ± {gain['standard_error']:.4f}{ratio}"
+        )
+
+
 @app.command("list")
 @friendly_errors
 def list_components(
@@ -198,6 +250,12 @@ def list_components(
     for name in registry.names():
         tags = registry.tags(name)
         out.print(name + (f"  ({', '.join(f'{k}={v}' for k, v in tags.items())})" if tags else ""))
+
+
+# --- explanation and robustness commands (explain, report) go here ---
+
+
+# --- serving commands (serve) go here ---
 
 
 def print_metrics(metrics: dict) -> None:

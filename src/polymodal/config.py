@@ -86,7 +86,7 @@ class ModelSettings(Strict):
 
 
 class TrainSettings(Strict):
-    max_epochs: int = 30
+    max_epochs: int = 15
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -95,7 +95,8 @@ class TrainSettings(Strict):
     max_time: str | None = Field(None, description="wall-clock limit, DD:HH:MM:SS or minutes")
     seed: int = 0
     valid_fraction: float = 0.1
-    modality_dropout: float = 0.0
+    modality_dropout: float = Field(0.2, description="drop whole inputs while training")
+    augment: bool = Field(False, description="random shifts (images), SpecAugment (audio)")
     strict: bool = False
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,13 @@ from polymodal.data.targets import TargetState
 from polymodal.evaluation.metrics import target_metrics
 from polymodal.network import MultimodalNet
 from polymodal.training.batches import TensorBatches, to_tensors
-from polymodal.training.fit import TrainResult, remove_checkpoints, train_network
+from polymodal.training.fit import (
+    CHECKPOINTS,
+    LAST_CHECKPOINT,
+    TrainResult,
+    remove_checkpoints,
+    train_network,
+)
 
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
 PREDICT_BATCH = 256
@@ -77,6 +84,8 @@ class Model:
         if not self.config.targets:
             raise BadInputError("no target: pass target='column' (CLI: --target COLUMN)")
         out_dir = Path(out) if out else None
+        if resume and not (out_dir and (out_dir / LAST_CHECKPOINT).is_file()):
+            raise BadInputError(f"--resume: no checkpoint at {out_dir or '.'}/{LAST_CHECKPOINT}")
         if out_dir:
             check_output_folder(out_dir, overwrite=overwrite, resume=resume)
         settings = self.config.train
@@ -99,19 +108,22 @@ class Model:
         if len(train_rows) == 0:
             raise BadInputError(f"{table.name}: no training rows with a known target")
         self.net_ = MultimodalNet(self.schema_, self.config.model)
+        workdir = out_dir or Path(tempfile.mkdtemp(prefix="polymodal-"))  # checkpoints go here
         result = train_network(
             self.net_,
             TensorBatches(inputs, targets, train_rows, settings.batch_size, True, settings.seed),
             TensorBatches(valid_inputs, valid_targets, valid_rows, PREDICT_BATCH),
             settings,
-            workdir=out_dir or Path.cwd(),
+            workdir=workdir,
             resume=resume,
         )
         self.net_.eval()
         self.metrics_ = self._fit_metrics(result, table, splits, valid_table, valid_rows)
         if out_dir:
             self.save(out_dir, overwrite=True)
-            remove_checkpoints(out_dir)
+            remove_checkpoints(out_dir)  # only once the model is safely written
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
         return self
 
     def _fit_metrics(
@@ -291,4 +303,4 @@ def check_output_folder(folder: Path, overwrite: bool, resume: bool) -> None:
     if overwrite:
         for name in (WEIGHTS, CONFIG, METRICS):
             (folder / name).unlink(missing_ok=True)
-        shutil.rmtree(folder / ".checkpoints", ignore_errors=True)
+        shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)

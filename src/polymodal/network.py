@@ -27,6 +27,7 @@ class MultimodalNet(nn.Module):
     def __init__(self, schema: FittedSchema, settings: ModelSettings) -> None:
         super().__init__()
         self.input_names = [state.column for state in schema.inputs]
+        self.input_kinds = {state.column: state.kind for state in schema.inputs}
         self.target_names = [state.column for state in schema.targets]
         # ModuleDict keys cannot hold dots, and column names may; index them instead.
         self.encoders = nn.ModuleList(

@@ -34,7 +34,9 @@ class CategoryState(BaseModel):
 
 def parse_numbers(cells: list[object]) -> tuple[np.ndarray, list[int]]:
     """Floats with NaN where empty; also the positions of cells that are not numbers."""
-    numbers = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(float, copy=True)
+    numbers = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(
+        float, copy=True
+    )
     bad = [
         i
         for i, (cell, number) in enumerate(zip(cells, numbers, strict=True))

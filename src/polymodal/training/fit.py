@@ -17,6 +17,7 @@ from polymodal.training.batches import TensorBatches
 from polymodal.training.module import PolymodalModule
 
 CHECKPOINTS = ".checkpoints"  # inside the output folder; removed once the model is saved
+LAST_CHECKPOINT = f"{CHECKPOINTS}/last.ckpt"
 
 
 @dataclass
@@ -65,7 +66,7 @@ def train_network(
     """Fit `net` in place; on return it holds the weights of the best validation epoch."""
     L.seed_everything(settings.seed, workers=True, verbose=False)
     checkpoints = workdir / CHECKPOINTS
-    last = checkpoints / "last.ckpt"
+    last = workdir / LAST_CHECKPOINT
     module = PolymodalModule(net, settings, steps_per_epoch=len(train))
     best = ModelCheckpoint(
         dirpath=checkpoints, filename="best", monitor="val_score", mode="max", save_last=True

@@ -10,6 +10,7 @@ import torch
 from polymodal.config import TrainSettings
 from polymodal.evaluation.metrics import primary_score
 from polymodal.network import MultimodalNet, drop_modalities
+from polymodal.training.augment import augment_batch
 
 
 class PolymodalModule(L.LightningModule):
@@ -32,7 +33,10 @@ class PolymodalModule(L.LightningModule):
         return total
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
-        inputs = drop_modalities(batch["inputs"], self.settings.modality_dropout)
+        inputs = batch["inputs"]
+        if self.settings.augment:
+            inputs = augment_batch(inputs, self.net.input_kinds)
+        inputs = drop_modalities(inputs, self.settings.modality_dropout)
         loss = self.combined_loss(self.net(inputs), batch["targets"])
         self.log("train_loss", loss, prog_bar=True, batch_size=self._size(batch))
         return loss

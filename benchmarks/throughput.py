@@ -1,0 +1,146 @@
+"""polymodal's training and prediction speed against a minimal hand-written PyTorch loop.
+
+Same network (built from the same fitted schema), same batches, same optimiser settings, one
+process. Augmentation and modality dropout are off on both sides so the work is identical.
+
+    .venv/bin/python benchmarks/throughput.py [--rows 3000] [--epochs 3]
+
+Uses ../shared/datasets/avmnist when present, else generated shapes-and-tones data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from polymodal.config import Config, TargetConfig  # noqa: E402
+from polymodal.data.cache import FeatureCache  # noqa: E402
+from polymodal.data.features import encode_inputs, encode_targets, fit_schema  # noqa: E402
+from polymodal.data.problems import ProblemLog  # noqa: E402
+from polymodal.data.table import read_table  # noqa: E402
+from polymodal.network import MultimodalNet  # noqa: E402
+from polymodal.training.batches import TensorBatches, to_tensors  # noqa: E402
+from polymodal.training.fit import train_network  # noqa: E402
+from polymodal.training.module import PolymodalModule  # noqa: E402
+
+AVMNIST = ROOT.parent / "shared" / "datasets" / "avmnist" / "avmnist.csv"
+
+
+def load_data(rows: int):
+    if AVMNIST.is_file():
+        table = read_table(AVMNIST)
+        table = table.subset(np.flatnonzero(table.frame["split"] == "train")[:rows])
+        return table, ["image", "audio"], "AV-MNIST"
+    from polymodal.demo import make_demo_data
+
+    path = make_demo_data(Path(tempfile.mkdtemp()) / "demo", rows=rows)
+    return read_table(path), ["image", "sound"], "generated shapes and tones"
+
+
+def hand_written_epochs(net, batches, valid, settings, epochs: int) -> float:
+    """The loop a person would write: zero_grad, forward, loss, backward, clip, step."""
+    module = PolymodalModule(net, settings, len(batches))  # only for its loss function
+    optimizer = torch.optim.AdamW(
+        net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    started = time.perf_counter()
+    for _ in range(epochs):
+        net.train()
+        for batch in batches:
+            optimizer.zero_grad(set_to_none=True)
+            loss = module.combined_loss(net(batch["inputs"]), batch["targets"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            for batch in valid:
+                net(batch["inputs"])
+    return time.perf_counter() - started
+
+
+def predict_rows_per_second(net, inputs, rows: int, batch_size: int = 256) -> float:
+    batches = TensorBatches(inputs, None, np.arange(rows), batch_size)
+    net.eval()
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            net(batch["inputs"])
+    return rows / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=3000)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("POLYMODAL_PROGRESS", "0")
+
+    table, inputs, name = load_data(args.rows)
+    config = Config(targets=[TargetConfig(column="label")], inputs=inputs)
+    config.train.augment = False
+    config.train.modality_dropout = 0.0
+    config.train.max_epochs = args.epochs
+    config.train.patience = args.epochs + 1
+    train_rows = np.arange(len(table) - 64)
+    valid_rows = np.arange(len(table) - 64, len(table))
+    schema = fit_schema(table, train_rows, config)
+    features = to_tensors(encode_inputs(schema, table, ProblemLog(), FeatureCache()))
+    targets = {
+        k: (torch.from_numpy(v), torch.from_numpy(m))
+        for k, (v, m) in encode_targets(schema, table).items()
+    }
+    settings = config.train
+    size = settings.batch_size
+
+    torch.manual_seed(0)
+    net = MultimodalNet(schema, config.model)
+    batches = TensorBatches(features, targets, train_rows, size, shuffle=True)
+    valid = TensorBatches(features, targets, valid_rows, 256)
+    with tempfile.TemporaryDirectory() as workdir:
+        result = train_network(net, batches, valid, settings, Path(workdir))
+    # Epoch 0 pays one-time costs on both sides; compare the later epochs.
+    polymodal_seconds = sum(row["seconds"] for row in result.history[1:])
+    polymodal_rate = len(train_rows) * (len(result.history) - 1) / polymodal_seconds
+
+    torch.manual_seed(0)
+    hand_net = MultimodalNet(schema, config.model)
+    hand_written_epochs(hand_net, batches, valid, settings, 1)  # the same warm-up epoch
+    hand_seconds = hand_written_epochs(hand_net, batches, valid, settings, args.epochs - 1)
+    hand_rate = len(train_rows) * (args.epochs - 1) / hand_seconds
+
+    poly_predict = predict_rows_per_second(net, features, len(table))
+    hand_predict = predict_rows_per_second(hand_net, features, len(table))
+    started = time.perf_counter()
+    from polymodal.model import Model
+
+    model = Model(config=config)
+    model.schema_, model.net_ = schema, net
+    model.predict(table)
+    end_to_end = len(table) / (time.perf_counter() - started)
+
+    print(f"machine: {platform.machine()} {platform.processor() or ''} cores={os.cpu_count()} "
+          f"torch={torch.__version__} threads={torch.get_num_threads()}")  # fmt: skip
+    print(f"data: {name}, {len(train_rows)} training rows, inputs {inputs}, batch {size}")
+    print(f"training samples/s   polymodal (Lightning) {polymodal_rate:8.1f}")
+    print(f"training samples/s   hand-written loop     {hand_rate:8.1f}")
+    print(f"training ratio       polymodal / hand      {polymodal_rate / hand_rate:8.3f}")
+    print(f"predict rows/s       polymodal network     {poly_predict:8.1f}")
+    print(f"predict rows/s       hand-written loop     {hand_predict:8.1f}")
+    print(f"predict ratio        polymodal / hand      {poly_predict / hand_predict:8.3f}")
+    print(f"predict rows/s       Model.predict(table), features cached: {end_to_end:8.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Multimodal versus unimodal, side by side, on one split and one training budget.
+
+For each seed: one model per input modality (number and category columns together count as
+"tabular"), one model per fusion strategy over every input, and an ensemble that averages
+the unimodal models' outputs. The modality gain is the best multimodal mean minus the best
+unimodal mean, with the standard error of that difference over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from polymodal.config import Config
+from polymodal.data.schema import resolve_inputs
+from polymodal.data.table import Table, read_table, split_rows
+from polymodal.data.tabular import category_text
+from polymodal.fusion import FUSIONS
+from polymodal.model import Model
+
+TABULAR = ("number", "category")
+
+
+@dataclass
+class RunResult:
+    seed: int
+    score: float
+    seconds: float
+    parameters: int
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Configuration:
+    name: str
+    family: str  # "unimodal", "fusion" or "ensemble"
+    inputs: list[str]
+    fusion: str | None = None
+    runs: list[RunResult] = field(default_factory=list)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return np.array([run.score for run in self.runs])
+
+    def summary(self) -> dict:
+        scores = self.scores
+        return {
+            "mean": float(scores.mean()),
+            "std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
+            "seconds": float(np.mean([run.seconds for run in self.runs])),
+            "parameters": int(np.mean([run.parameters for run in self.runs])),
+        }
+
+
+def modality_groups(kinds: dict[str, str]) -> dict[str, list[str]]:
+    """Input columns per modality; numbers and categories form one 'tabular' group."""
+    groups: dict[str, list[str]] = {}
+    for column, kind in kinds.items():
+        groups.setdefault("tabular" if kind in TABULAR else kind, []).append(column)
+    return groups
+
+
+def plan_configurations(
+    kinds: dict[str, str], fusions: list[str] | None = None
+) -> list[Configuration]:
+    configurations = [
+        Configuration(f"{group} only", "unimodal", columns)
+        for group, columns in modality_groups(kinds).items()
+    ]
+    everything = list(kinds)
+    for fusion in fusions or FUSIONS.names():
+        configurations.append(Configuration(f"fusion: {fusion}", "fusion", everything, fusion))
+    if sum(c.family == "unimodal" for c in configurations) > 1:
+        configurations.append(Configuration("ensemble of unimodal", "ensemble", everything))
+    return configurations
+
+
+def metric_name(model: Model) -> tuple[str, bool]:
+    """The compared metric and whether higher is better."""
+    task = model.schema_.targets[0].task
+    if task == "regression":
+        return "rmse", False
+    return ("micro_f1", True) if task == "multilabel" else ("accuracy", True)
+
+
+def compare(
+    data: str | Path | Table,
+    target: str,
+    config: Config,
+    seeds: int = 3,
+    fusions: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train every configuration for every seed and score it on the test split (else valid)."""
+    table = read_table(data)
+    base = config.model_copy(deep=True)
+    kinds = resolve_inputs(table, base, [target])
+    splits = split_rows(table, base.train.valid_fraction, base.train.seed)
+    scored = table.subset(splits["test"] if len(splits["test"]) else splits["valid"])
+    configurations = plan_configurations(kinds, fusions)
+    metric, higher = "accuracy", True
+    for seed in range(seeds):
+        unimodal_outputs = []
+        for configuration in configurations:
+            if configuration.family == "ensemble":
+                score = ensemble_score(unimodal_outputs, scored, metric)
+                configuration.runs.append(RunResult(seed, score, 0.0, 0))
+                log(f"seed {seed} {configuration.name}: {metric} {score:.4f}")
+                continue
+            run_config = base.model_copy(deep=True)
+            run_config.inputs = configuration.inputs
+            run_config.train.seed = base.train.seed + seed
+            if configuration.fusion:
+                run_config.model.fusion = configuration.fusion
+            started = time.perf_counter()
+            model = Model(target=target, config=run_config).fit(table)
+            seconds = time.perf_counter() - started
+            metric, higher = metric_name(model)
+            score = model.evaluate(scored)[target][metric]
+            configuration.runs.append(
+                RunResult(
+                    seed, score, seconds, model.metrics_["parameters"], model.metrics_["history"]
+                )
+            )
+            if configuration.family == "unimodal":
+                unimodal_outputs.append(model_outputs(model, scored, target))
+            log(f"seed {seed} {configuration.name}: {metric} {score:.4f} ({seconds:.0f} s)")
+    return summarise(configurations, metric, higher, target, len(scored))
+
+
+def model_outputs(model: Model, table: Table, target: str) -> dict:
+    """What the ensemble averages: class probabilities, or predicted values."""
+    state = model.schema_.targets[0]
+    if state.task == "regression":
+        values = model.predict(table)[f"{target}_predicted"].to_numpy()
+        return {"values": values, "truth": table.frame[target].to_numpy(float)}
+    probabilities = model.predict_proba(table).to_numpy()
+    return {"probabilities": probabilities, "classes": state.classes, "truth": table.frame[target]}
+
+
+def ensemble_score(outputs: list[dict], table: Table, metric: str) -> float:
+    if "values" in outputs[0]:
+        mean = np.mean([o["values"] for o in outputs], axis=0)
+        return float(np.sqrt(np.nanmean((mean - outputs[0]["truth"]) ** 2)))
+    probabilities = np.mean([o["probabilities"] for o in outputs], axis=0)
+    classes = np.asarray(outputs[0]["classes"], dtype=object)
+    truth = np.array([category_text(v) for v in outputs[0]["truth"]], dtype=object)
+    if metric == "micro_f1":
+        raise NotImplementedError("ensembles of multi-label models are not compared yet")
+    return float(np.mean(classes[probabilities.argmax(axis=1)] == truth))
+
+
+def summarise(
+    configurations: list[Configuration], metric: str, higher: bool, target: str, rows: int
+) -> dict:
+    rows_out = []
+    for configuration in configurations:
+        rows_out.append(
+            {
+                "name": configuration.name,
+                "family": configuration.family,
+                "inputs": configuration.inputs,
+                "fusion": configuration.fusion,
+                **configuration.summary(),
+                "runs": [asdict(run) for run in configuration.runs],
+            }
+        )
+    return {
+        "target": target,
+        "metric": metric,
+        "higher_is_better": higher,
+        "scored_rows": rows,
+        "configurations": rows_out,
+        "modality_gain": modality_gain(configurations, higher),
+    }
+
+
+def modality_gain(configurations: list[Configuration], higher: bool) -> dict:
+    """Best multimodal minus best unimodal (sign flipped for lower-is-better metrics)."""
+    pick = max if higher else min
+    unimodal = [c for c in configurations if c.family == "unimodal"]
+    multimodal = [c for c in configurations if c.family != "unimodal"]
+    if not unimodal or not multimodal:
+        return {}
+    best_uni = pick(unimodal, key=lambda c: c.scores.mean())
+    best_multi = pick(multimodal, key=lambda c: c.scores.mean())
+    sign = 1.0 if higher else -1.0
+    gain = sign * (best_multi.scores.mean() - best_uni.scores.mean())
+    n = len(best_uni.scores)
+    spread = (
+        np.sqrt(best_uni.scores.var(ddof=1) / n + best_multi.scores.var(ddof=1) / n)
+        if n > 1
+        else 0.0
+    )
+    result = {
+        "best_unimodal": best_uni.name,
+        "best_multimodal": best_multi.name,
+        "gain": float(gain),
+        "standard_error": float(spread),
+    }
+    if higher:  # error-rate ratio, the number peers quote
+        error_uni = 1 - best_uni.scores.mean()
+        result["error_ratio"] = (
+            float((1 - best_multi.scores.mean()) / error_uni) if error_uni else None
+        )
+    return result
+
+
+def write_comparison(result: dict, folder: Path) -> tuple[Path, Path]:
+    from polymodal.evaluation.compare_report import comparison_html
+
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / "comparison.json"
+    json_path.write_text(json.dumps(result, indent=1))
+    html_path = folder / "comparison.html"
+    html_path.write_text(comparison_html(result))
+    return json_path, html_path

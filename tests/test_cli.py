@@ -1,0 +1,231 @@
+"""End to end through the command line, on generated data."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from polymodal.cli import app
+from tests.media import shapes_and_tones, write_mp4, write_wav
+
+runner = CliRunner()
+TINY = {
+    "model": {"dim": 32, "layers": 1, "heads": 2},
+    "train": {"max_epochs": 2, "batch_size": 16},
+    "preprocess": {"audio": {"n_mels": 32}},
+}
+
+
+def write_config(folder, **extra) -> str:
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **extra}))
+    return str(path)
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return shapes_and_tones(tmp_path_factory.mktemp("cli"), rows=32)
+
+
+def test_train_predict_evaluate_inspect(data, tmp_path):
+    config = write_config(tmp_path)
+    out = tmp_path / "model"
+    result = invoke("train", str(data), "--target", "label", "--config", config, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "model saved to" in result.output and (out / "model.safetensors").is_file()
+
+    predictions = tmp_path / "preds.csv"
+    result = invoke("predict", str(out), str(data), "-o", str(predictions))
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(predictions)
+    assert len(frame) == 32 and "label_prob_circle-low" in frame.columns
+
+    result = invoke("predict", str(out), str(data), "-o", str(predictions))
+    assert result.exit_code == 2 and "--overwrite" in result.output
+
+    report = tmp_path / "eval.json"
+    result = invoke("evaluate", str(out), str(data), "--json", str(report))
+    assert result.exit_code == 0 and "weighted_f1" in result.output and "confusion" in result.output
+    assert json.loads(report.read_text())["label"]["rows"] == 32
+
+    result = invoke("inspect", str(data))
+    assert result.exit_code == 0
+    for expected in ("picture", "image", "sound", "audio", "comment", "text", "category"):
+        assert expected in result.output
+
+
+def test_bad_files_are_counted_and_named_then_strict_stops(tmp_path):
+    data = shapes_and_tones(tmp_path, rows=32)
+    frame = pd.read_csv(data)
+    (tmp_path / "img" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # corrupt PNG
+    (tmp_path / "snd" / "5.wav").write_bytes(b"")  # empty WAV
+    frame.loc[7, "picture"] = "img/does_not_exist.png"  # missing file
+    frame.to_csv(data, index=False)
+    raw = data.read_bytes().replace(b"sample number 9 ", b"sample \xff\xfe number 9 ")
+    data.write_bytes(raw)  # one cell of non-UTF-8 text
+
+    config = write_config(tmp_path)
+    result = invoke(
+        "train", str(data), "--target", "label", "--config", config, "--out", str(tmp_path / "m")
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "4 input problems" in text
+    for expected in (
+        "3.png",
+        "5.wav",
+        "does_not_exist.png",
+        "UTF-8",
+        "file is empty",
+        "file not found",
+    ):
+        assert expected in text
+    problems = json.loads((tmp_path / "m" / "metrics.json").read_text())["problems"]
+    assert sorted((p["row"], p["column"]) for p in problems) == [
+        (3, "picture"), (5, "sound"), (7, "picture"), (9, "comment")
+    ]  # fmt: skip
+
+    result = invoke(
+        "train",
+        str(data),
+        "--target",
+        "label",
+        "--config",
+        config,
+        "--out",
+        str(tmp_path / "s"),
+        "--strict",
+    )
+    assert result.exit_code == 2
+    assert "row 3, column 'picture'" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "s" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "nope"], "no target column 'nope'"),
+        (["--target", "label", "--inputs", "ghost"], "no column 'ghost'"),
+        (["--target", "label", "--fusion", "magic"], "unknown fusion 'magic'"),
+    ],
+)
+def test_one_line_errors(data, tmp_path, args, message):
+    result = invoke(
+        "train", str(data), *args, "--config", write_config(tmp_path), "--out", str(tmp_path / "o")
+    )
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_existing_output_is_never_overwritten_silently(data, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    config = write_config(tmp_path)
+    result = invoke("train", str(data), "--target", "label", "--config", config, "--out", str(out))
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert (out / "notes.txt").read_text() == "mine"
+    result = invoke(
+        "train",
+        str(data),
+        "--target",
+        "label",
+        "--config",
+        config,
+        "--out",
+        str(out),
+        "--overwrite",
+    )
+    assert result.exit_code == 0 and (out / "model.safetensors").is_file()
+
+
+def test_resume_continues_from_the_last_checkpoint(data, tmp_path, monkeypatch):
+    from polymodal.training import fit as fit_module
+
+    config = write_config(tmp_path, train={"max_epochs": 3, "batch_size": 16, "patience": 10})
+    out = tmp_path / "r"
+    original = fit_module.History.on_train_epoch_start
+
+    def crash_in_second_epoch(self, trainer, module):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+        original(self, trainer, module)
+
+    monkeypatch.setattr(fit_module.History, "on_train_epoch_start", crash_in_second_epoch)
+    args = ["train", str(data), "--target", "label", "--config", config, "--out", str(out)]
+    crashed = invoke(*args)
+    assert crashed.exit_code != 0 and (out / ".checkpoints" / "last.ckpt").is_file()
+    assert not (out / "model.safetensors").exists()
+    monkeypatch.setattr(fit_module.History, "on_train_epoch_start", original)
+
+    assert invoke(*args).exit_code == 2, "the half-written folder is not overwritten silently"
+    resumed = invoke(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [1, 2], "epoch 0 is not trained again"
+    assert not (out / ".checkpoints").exists(), "a finished run cleans its checkpoints"
+
+
+def test_resume_without_a_checkpoint_is_an_error(data, tmp_path):
+    args = ["train", str(data), "--target", "label", "--config", write_config(tmp_path)]
+    result = invoke(*args, "--out", str(tmp_path / "none"), "--resume")
+    assert result.exit_code == 2 and "no checkpoint" in result.output
+
+
+def test_video_column_end_to_end_with_its_sound_track(tmp_path):
+    rows = []
+    for index in range(16):
+        bright = index % 2 == 0
+        write_mp4(tmp_path / f"v{index}.mp4", brightness=220 if bright else 30, with_audio=True)
+        rows.append({"clip": f"v{index}.mp4", "label": "bright" if bright else "dark"})
+    pd.DataFrame(rows).to_csv(tmp_path / "videos.csv", index=False)
+    config = write_config(
+        tmp_path,
+        columns={"clip_sound": {"kind": "audio", "source": "clip"}},
+        preprocess={"video": {"frames": 4, "size": 32}, "audio": {"n_mels": 32}},
+    )
+    out = tmp_path / "vm"
+    result = invoke(
+        "train",
+        str(tmp_path / "videos.csv"),
+        "--target",
+        "label",
+        "--config",
+        config,
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    schema = json.loads((out / "config.json").read_text())["schema"]
+    assert {(s["column"], s["kind"]) for s in schema["inputs"]} == {
+        ("clip", "video"),
+        ("clip_sound", "audio"),
+    }
+    result = invoke(
+        "predict", str(out), str(tmp_path / "videos.csv"), "-o", str(tmp_path / "vp.csv")
+    )
+    assert result.exit_code == 0 and len(pd.read_csv(tmp_path / "vp.csv")) == 16
+
+
+def test_list_components():
+    result = invoke("list", "fusions")
+    assert result.exit_code == 0 and {"attention", "concat", "late"} <= set(result.output.split())
+    result = invoke("list", "encoders")
+    assert "audio_cnn" in result.output
+
+
+def test_demo_data_needs_two_modalities(tmp_path):
+    from polymodal.demo import make_demo_data
+
+    path = make_demo_data(tmp_path, rows=40)
+    frame = pd.read_csv(path)
+    assert set(frame["split"]) == {"train", "valid", "test"}
+    assert frame["label"].nunique() == 4
+    write_wav(tmp_path / "extra.wav")  # the generated files are real media
+    assert (tmp_path / frame["image"][0]).read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,51 @@
+"""Batching, augmentation, modality dropout and the time limit parser."""
+
+import numpy as np
+import torch
+
+from polymodal.network import drop_modalities
+from polymodal.training.augment import augment_batch, augment_images, augment_spectrograms
+from polymodal.training.batches import TensorBatches
+from polymodal.training.fit import parse_max_time
+
+
+def test_batches_cover_each_row_once_and_reshuffle():
+    inputs = {
+        "x": {"values": torch.arange(10).float(), "present": torch.ones(10, dtype=torch.bool)}
+    }
+    targets = {"y": (torch.arange(10), torch.ones(10, dtype=torch.bool))}
+    batches = TensorBatches(inputs, targets, np.arange(10), batch_size=4, shuffle=True, seed=1)
+    assert len(batches) == 3
+    first = torch.cat([b["inputs"]["x"]["values"] for b in batches])
+    second = torch.cat([b["inputs"]["x"]["values"] for b in batches])
+    assert sorted(first.tolist()) == list(range(10)) and not torch.equal(first, second)
+    for batch in batches:
+        assert torch.equal(batch["inputs"]["x"]["values"].long(), batch["targets"]["y"][0])
+
+
+def test_augmentation_keeps_shapes_and_changes_values():
+    images = torch.randn(4, 3, 16, 16)
+    moved = augment_images(images)
+    assert moved.shape == images.shape and not torch.allclose(moved, images)
+    spectra = torch.randn(4, 20, 50)
+    masked = augment_spectrograms(spectra)
+    assert masked.shape == spectra.shape and (masked == 0).any()
+    batch = {"n": {"values": torch.ones(4, 1), "present": torch.ones(4, dtype=torch.bool)}}
+    assert torch.equal(augment_batch(batch, {"n": "number"})["n"]["values"], torch.ones(4, 1))
+
+
+def test_modality_dropout_keeps_one_input_per_row():
+    present = torch.ones(200, dtype=torch.bool)
+    batch = {name: {"values": torch.zeros(200), "present": present} for name in "abc"}
+    dropped = drop_modalities(batch, 0.9, torch.Generator().manual_seed(0))
+    kept = torch.stack([dropped[name]["present"] for name in "abc"], dim=1)
+    assert kept.any(dim=1).all(), "every row keeps at least one input"
+    assert 0 < kept.float().mean() < 0.6
+    assert drop_modalities(batch, 0.0) is batch
+
+
+def test_max_time_in_minutes_or_lightning_format():
+    assert parse_max_time("10") == "00:00:10:00"
+    assert parse_max_time("90.5") == "00:01:30:30"
+    assert parse_max_time("00:02:00:00") == "00:02:00:00"
+    assert parse_max_time(None) is None
