@@ -95,11 +95,11 @@ class Model:
             splits["train"] = np.sort(np.concatenate([splits["train"], splits["valid"]]))
         self.schema_ = fit_schema(table, splits["train"], self.config)
         self.problems_ = ProblemLog(strict=settings.strict, table=table.name)
-        inputs, targets = self._encode(table, self.problems_)
+        inputs, targets = self._training_tensors(table, self.problems_)
         if valid is not None:
             valid_table = read_table(valid)
             self.problems_.table = valid_table.name
-            valid_inputs, valid_targets = self._encode(valid_table, self.problems_)
+            valid_inputs, valid_targets = self._training_tensors(valid_table, self.problems_)
         else:
             valid_inputs, valid_targets = inputs, targets
             valid_table = table
@@ -148,7 +148,7 @@ class Model:
             metrics["test"] = self.evaluate(table.subset(splits["test"]))
         return metrics
 
-    def _encode(self, table: Table, log: ProblemLog) -> tuple[dict, dict]:
+    def _training_tensors(self, table: Table, log: ProblemLog) -> tuple[dict, dict]:
         features = encode_inputs(self.schema_, table, log, self.cache)
         targets = {
             name: (torch.from_numpy(values), torch.from_numpy(known))
@@ -157,14 +157,24 @@ class Model:
         return to_tensors(features), targets
 
     # --------------------------------------------------------------- prediction
-    def raw_outputs(self, data: DataLike, log: ProblemLog | None = None) -> dict[str, np.ndarray]:
-        """The network's raw outputs per target for every row of `data`."""
+    def encode(self, data: DataLike, log: ProblemLog | None = None) -> dict:
+        """Features of every row as tensors, `{input: {"values", "present", "lengths"?}}`.
+
+        Explanations and robustness checks edit these (e.g. set `present` to False to remove
+        a modality, the same masking used for missing inputs) and pass them to `forward`.
+        """
         self._check_fitted()
         table = read_table(data)
         log = log if log is not None else ProblemLog(table=table.name)
-        features = to_tensors(encode_inputs(self.schema_, table, log, self.cache))
         self.last_problems_ = log
-        batches = TensorBatches(features, None, np.arange(len(table)), PREDICT_BATCH)
+        return to_tensors(encode_inputs(self.schema_, table, log, self.cache))
+
+    def forward(self, features: dict, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The network's raw outputs per target (logits, or standardised values), batched."""
+        self._check_fitted()
+        total = len(next(iter(features.values()))["present"])
+        rows = np.arange(total) if rows is None else rows
+        batches = TensorBatches(features, None, rows, PREDICT_BATCH)
         self.net_.eval()
         chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.net_.target_names}
         with torch.inference_mode():
@@ -173,12 +183,16 @@ class Model:
                     chunks[name].append(output.float())
         return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
 
+    def raw_outputs(self, data: DataLike, log: ProblemLog | None = None) -> dict[str, np.ndarray]:
+        """The network's raw outputs per target for every row of `data`."""
+        return self.forward(self.encode(data, log))
+
     def predict(self, data: DataLike) -> pd.DataFrame:
         """One prediction column per target, plus a probability column per class."""
         outputs = self.raw_outputs(data)
         columns: dict[str, np.ndarray] = {}
         for state in self.schema_.targets:
-            decoded = decode_outputs(self._head(state.column), outputs[state.column])
+            decoded = decode_outputs(self.head(state.column), outputs[state.column])
             columns.update(prediction_columns(state, decoded))
         return pd.DataFrame(columns)
 
@@ -188,7 +202,7 @@ class Model:
         if state.task == "regression":
             raise ValueError(f"target '{state.column}' is a regression target: no probabilities")
         outputs = self.raw_outputs(data)[state.column]
-        decoded = decode_outputs(self._head(state.column), outputs)
+        decoded = decode_outputs(self.head(state.column), outputs)
         return pd.DataFrame(decoded["probabilities"], columns=state.classes)
 
     def evaluate(self, data: DataLike) -> dict:
@@ -199,7 +213,7 @@ class Model:
         truths = encode_targets(self.schema_, table)
         report = {}
         for state in self.schema_.targets:
-            decoded = decode_outputs(self._head(state.column), outputs[state.column])
+            decoded = decode_outputs(self.head(state.column), outputs[state.column])
             true, known = truths[state.column]
             report[state.column] = target_metrics(state, true, known, decoded)
         return report
@@ -254,7 +268,7 @@ class Model:
                 return state
         raise KeyError(f"no target {name!r}; targets: {[t.column for t in targets]}")
 
-    def _head(self, name: str) -> torch.nn.Module:
+    def head(self, name: str) -> torch.nn.Module:
         return self.net_.heads[self.net_.target_names.index(name)]
 
 
