@@ -10,6 +10,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,9 @@ from polymodal.training.fit import (
     remove_checkpoints,
     train_network,
 )
+
+if TYPE_CHECKING:
+    from polymodal.explain import Explanation
 
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
 PREDICT_BATCH = 256
@@ -217,6 +221,16 @@ class Model:
             true, known = truths[state.column]
             report[state.column] = target_metrics(state, true, known, decoded)
         return report
+
+    def explain(
+        self, data: DataLike, rows: list[int] | np.ndarray | None = None, target: str | None = None
+    ) -> Explanation:
+        """Why the model predicts what it does: each input's Shapley contribution to the
+        metric and to each row's prediction, and Captum attributions inside each input of
+        `rows` (every row when None). See `polymodal.explain`."""
+        from polymodal.explain import explain
+
+        return explain(self, data, rows, target=target)
 
     # ------------------------------------------------------------------ storage
     def save(self, path: str | Path, overwrite: bool = False) -> Path:

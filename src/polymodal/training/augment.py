@@ -1,9 +1,9 @@
 """Cheap, batched augmentation of decoded features during training.
 
-Small random shifts and zooms for images and video frames; SpecAugment-style time and
-frequency masks for audio. They cost little next to the encoders and
-keep a model from memorising the exact pixels or recordings it sees (AV-MNIST reuses each
-training recording about three times).
+Small random shifts for images and video frames; SpecAugment-style time and frequency masks
+for audio. They cost little next to the encoders. Off by default (`train.augment`): on
+AV-MNIST they slowed convergence within the default 15 epochs (test accuracy 0.905 with,
+0.929 without, both with modality dropout 0.2).
 """
 
 from __future__ import annotations
@@ -12,18 +12,16 @@ import torch
 from torch.nn import functional as F
 
 MAX_SHIFT = 0.05  # fraction of the image side
-MAX_ZOOM = 0.0
 TIME_MASK = 0.1  # fraction of the frames
 FREQ_MASK = 0.1  # fraction of the mel bands
 
 
 def augment_images(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """[batch, channels, H, W]: a random translation and zoom per image."""
+    """[batch, channels, H, W]: a random translation per image (borders repeat)."""
     batch = images.shape[0]
-    zoom = 1 + (torch.rand(batch, generator=generator) * 2 - 1) * MAX_ZOOM
-    shift = (torch.rand(batch, 2, generator=generator) * 2 - 1) * MAX_SHIFT * 2
+    shift = (torch.rand(batch, 2, generator=generator) * 2 - 1) * MAX_SHIFT * 2  # grid is [-1, 1]
     theta = torch.zeros(batch, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = zoom
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     theta[:, :, 2] = shift
     theta = theta.to(images.device)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
