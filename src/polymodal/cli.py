@@ -86,8 +86,11 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="continue from the folder's last checkpoint")
     ] = False,
+    report: Annotated[
+        bool, typer.Option(help="write report.html (no robustness sweeps: see `report`)")
+    ] = True,
 ) -> None:
-    """Train a model and write its folder (weights, config, metrics)."""
+    """Train a model and write its folder (weights, config, metrics, report.html)."""
     from polymodal.model import Model
 
     settings = load_config(config)
@@ -105,28 +108,48 @@ def train(
     print_metrics(model.metrics_)
     print_problems(model.metrics_.get("problems", []))
     out.print(f"model saved to [bold]{folder}[/]")
+    if report:
+        from polymodal.explain.report import training_report
+
+        try:
+            path = training_report(model, folder, data, valid)
+        except Exception as error:  # the model is saved; a report problem must not fail the run
+            reason = f"{type(error).__name__}: {error}"
+            console.print(f"[yellow]warning:[/] report not written: {reason}")
+        else:
+            out.print(f"report written to [bold]{path}[/]")
 
 
 @app.command()
 @friendly_errors
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="model folder")],
-    data: Annotated[Path, typer.Argument(help="table to predict")],
+    data: Annotated[Path, typer.Argument(help="table to predict: CSV, Parquet or JSONL")],
     output: Annotated[Path, typer.Option("-o", "--output", help="CSV to write")] = Path(
         "predictions.csv"
     ),
+    chunk_size: Annotated[
+        int, typer.Option(min=1, help="rows read, predicted and written at a time")
+    ] = 1000,
+    resume: Annotated[
+        bool, typer.Option(help="continue an interrupted run: keep the rows already written")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
 ) -> None:
-    """Predict every row of a table; writes predictions and class probabilities."""
+    """Predict every row of a table in chunks; writes predictions and class probabilities."""
     from polymodal.model import Model
+    from polymodal.serving.batch import predict_to_csv
 
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    if output.exists() and not (overwrite or resume):
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it or --resume")
     model = Model.load(model_dir)
-    predictions = model.predict(data)
-    predictions.to_csv(output, index_label="row")
-    print_problems([vars(p) for p in model.last_problems_.problems])
-    out.print(f"{len(predictions)} predictions written to [bold]{output}[/]")
+    result = predict_to_csv(
+        model, data, output, chunk_size=chunk_size, resume=resume, overwrite=overwrite,
+        console=console,
+    )  # fmt: skip
+    print_problems([vars(p) for p in result.problems])
+    kept = f" ({result.skipped} already there)" if result.skipped else ""
+    out.print(f"{result.written} predictions written to [bold]{output}[/]{kept}")
 
 
 @app.command()
@@ -135,14 +158,25 @@ def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="model folder")],
     data: Annotated[Path, typer.Argument(help="table with the target column(s)")],
     json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON")] = None,
+    robustness: Annotated[
+        bool, typer.Option(help="metric with inputs removed, under noise and attacks")
+    ] = False,
+    adversarial: Annotated[bool, typer.Option(help="with --robustness: FGSM and PGD")] = True,
+    group_by: Annotated[
+        list[str] | None, typer.Option(help="metric per group of this column (repeatable)")
+    ] = None,
 ) -> None:
-    """Metrics on a labelled table: accuracy, F1, confusion matrix; RMSE, MAE, R²."""
+    """Metrics on a labelled table: accuracy, F1, confusion matrix; RMSE, MAE, R².
+
+    --robustness and --group-by add their results under each target in the JSON."""
     from polymodal.model import Model
 
     model = Model.load(model_dir)
     report = model.evaluate(data)
     print_target_metrics("evaluation", report)
     print_problems([vars(p) for p in model.last_problems_.problems])
+    if robustness or group_by:
+        add_stress_tests(model, data, report, robustness, adversarial, group_by or [])
     if json_out:
         json_out.write_text(json.dumps(report, indent=1))
 
@@ -253,9 +287,127 @@ def list_components(
 
 
 # --- explanation and robustness commands (explain, report) go here ---
+@app.command()
+@friendly_errors
+def explain(
+    model_dir: Annotated[Path, typer.Argument(help="model folder")],
+    data: Annotated[Path, typer.Argument(help="table to explain")],
+    rows: Annotated[str, typer.Option(help="0-based rows, comma-separated")] = "0,1,2",
+    target: Annotated[str | None, typer.Option(help="target to explain")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the results")] = Path(
+        "explanations"
+    ),
+    overwrite: Annotated[bool, typer.Option(help="replace earlier results")] = False,
+) -> None:
+    """Why the model predicts what it does: each input's contribution, and attributions
+    inside each input (PNGs, explanations.json, explain.html)."""
+    from polymodal.data.problems import BadInputError
+    from polymodal.explain import write_explanations
+    from polymodal.model import Model
+
+    if (out_dir / "explanations.json").exists() and not overwrite:
+        raise FileExistsError(f"{out_dir}/explanations.json exists; pass --overwrite to replace it")
+    try:
+        chosen = [int(part) for part in split_list(rows) or []]
+    except ValueError:
+        raise BadInputError(f"--rows takes 0-based row numbers like 0,5,9, not {rows!r}") from None
+    model = Model.load(model_dir)
+    explanation = model.explain(data, rows=chosen, target=target)
+    written = write_explanations(explanation, model, out_dir)
+    found = explanation.contributions
+    if found.metric is not None:
+        shares = ", ".join(f"{k} {v:+.4f}" for k, v in found.metric_contributions.items())
+        out.print(f"contributions to {found.metric} ({found.metric_all:.4f} in all): {shares}")
+    for row in explanation.rows:
+        out.print(f"row {row.row}: predicted {row.prediction} ({row.value:.3f})")
+    out.print(f"{len(written)} files written to [bold]{out_dir}[/] (open explain.html)")
+
+
+@app.command()
+@friendly_errors
+def report(
+    model_dir: Annotated[Path, typer.Argument(help="model folder")],
+    data: Annotated[Path | None, typer.Argument(help="labelled table to analyse")] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="HTML file to write")] = None,
+    robustness: Annotated[bool, typer.Option(help="with DATA: noise and removal")] = True,
+    adversarial: Annotated[bool, typer.Option(help="with DATA: FGSM and PGD")] = True,
+    group_by: Annotated[
+        list[str] | None, typer.Option(help="metric per group of this column (repeatable)")
+    ] = None,
+    max_rows: Annotated[int, typer.Option(min=1, help="rows of DATA analysed at most")] = 500,
+) -> None:
+    """One self-contained HTML report: training, metrics, comparison and, with DATA,
+    contributions, attributions, robustness and group metrics."""
+    from polymodal.explain import ReportOptions, write_report
+    from polymodal.model import Model
+
+    model = Model.load(model_dir)
+    options = ReportOptions(
+        group_by=group_by or [], robustness=robustness, adversarial=adversarial, max_rows=max_rows
+    )
+    path = write_report(model, model_dir, output or model_dir / "report.html", data, options)
+    out.print(f"report written to [bold]{path}[/]")
+
+
+def add_stress_tests(
+    model: Any, data: Path, report: dict, robustness: bool, adversarial: bool, group_by: list[str]
+) -> None:
+    """`evaluate --robustness / --group-by`: print the tables, nest the results per target."""
+    from polymodal.explain import group_metrics
+    from polymodal.explain import robustness as run_robustness
+    from polymodal.explain.terminal import groups_table, robustness_tables
+
+    if robustness:
+        results = run_robustness(model, data, adversarial=adversarial)["targets"]
+        for target, result in results.items():
+            report[target]["robustness"] = result
+            for view in robustness_tables(target, result):
+                out.print(view)
+    for column in group_by:
+        for target, found in group_metrics(model, data, column).items():
+            report[target].setdefault("groups", {})[column] = found
+            out.print(groups_table(target, found))
 
 
 # --- serving commands (serve) go here ---
+@app.command()
+@friendly_errors
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="model folder")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="processes, each with the model")] = 1,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="POLYMODAL_API_KEY", help="require this X-API-Key header"),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="rows per forward pass")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="wait to fill a batch")] = 5.0,
+    batching: Annotated[bool, typer.Option(help="micro-batch concurrent requests")] = True,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="allow this browser origin (repeatable)")
+    ] = None,
+    max_request_mb: Annotated[float, typer.Option(min=0.001, help="largest request body")] = 20.0,
+    decode_timeout: Annotated[
+        float, typer.Option(min=0.001, help="seconds to decode a request")
+    ] = 10.0,
+    log_level: Annotated[
+        str, typer.Option(help="uvicorn log level; warning hides the access log")
+    ] = "info",
+) -> None:
+    """Serve a model over HTTP: REST API (/v1/predict, /docs) and a web page at /."""
+    from polymodal.serving.app import serve as run_server
+    from polymodal.serving.settings import ServeSettings
+
+    settings = ServeSettings(
+        model_dir=model_dir, host=host, port=port, workers=workers, api_key=api_key or None,
+        batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms,
+        cors_origins=cors_origin or [], max_request_mb=max_request_mb,
+        decode_timeout_s=decode_timeout, log_level=log_level,
+    )  # fmt: skip
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        console.print(f"[yellow]warning:[/] listening on {host} without --api-key")
+    run_server(settings)
 
 
 def print_metrics(metrics: dict) -> None:

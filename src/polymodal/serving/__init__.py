@@ -1,0 +1,1 @@
+"""Serving models over HTTP (`polymodal serve`) and predicting big tables in chunks."""

@@ -1,0 +1,1 @@
+"""One router per resource: predictions, explanations, schema, health, metrics, the page."""

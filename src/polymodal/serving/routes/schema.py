@@ -1,0 +1,28 @@
+"""GET /v1/schema: the columns a request may fill, and the targets it gets back."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from polymodal.serving.deps import ServiceDep
+from polymodal.serving.schemas import SchemaResponse, TargetInfo
+from polymodal.serving.security import require_api_key
+
+router = APIRouter(prefix="/v1", tags=["schema"], dependencies=[Depends(require_api_key)])
+
+
+@router.get("/schema")
+async def schema(service: ServiceDep) -> SchemaResponse:
+    """Inputs with kinds and accepted file types; targets with their classes."""
+    targets = [
+        TargetInfo(column=state.column, task=state.task, classes=[str(c) for c in state.classes])
+        for state in service.model.schema_.targets
+    ]
+    settings = service.settings
+    return SchemaResponse(
+        inputs=service.fields,
+        targets=targets,
+        max_rows=settings.max_rows,
+        max_request_mb=settings.max_request_mb,
+        api_key_required=bool(settings.api_key),
+    )

@@ -1,0 +1,96 @@
+"""Request and response bodies: what /docs shows and what the server validates."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+
+class FileValue(BaseModel):
+    """A file sent inside JSON. Only its bytes are used: never a name or a path."""
+
+    model_config = ConfigDict(extra="forbid")
+    base64: str = Field(description="the file's bytes, base64-encoded")
+
+
+JsonCell = FileValue | StrictStr | StrictInt | StrictFloat | None
+JsonRow = dict[str, JsonCell]
+
+
+class RowsBody(BaseModel):
+    """Several rows in one request."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: list[JsonRow] = Field(min_length=1)
+
+
+class InputField(BaseModel):
+    """One column a request may fill."""
+
+    name: str = Field(description="the column name to use in a request")
+    kind: Literal["text", "image", "audio", "video", "number", "category"]
+    file: bool = Field(description="true: send a file (multipart upload or base64 in JSON)")
+    accept: str | None = Field(None, description="for a browser's file input `accept`")
+    formats: list[str] = Field([], description="file formats read, told apart by content")
+    categories: list[str] | None = Field(None, description="values seen in training")
+    categories_truncated: bool = False
+    inputs: list[str] = Field(description="the model inputs this column feeds")
+
+
+class TargetInfo(BaseModel):
+    column: str
+    task: str
+    classes: list[str] = []
+
+
+class SchemaResponse(BaseModel):
+    inputs: list[InputField]
+    targets: list[TargetInfo]
+    max_rows: int
+    max_request_mb: float
+    api_key_required: bool
+
+
+class TargetPrediction(BaseModel):
+    predicted: str | float | list[str]
+    probabilities: dict[str, float] | None = None
+
+
+class InputWarning(BaseModel):
+    row: int
+    column: str
+    message: str
+
+
+class PredictResponse(BaseModel):
+    predictions: list[dict[str, TargetPrediction]] = Field(
+        description="one entry per row, in request order: target → prediction"
+    )
+    warnings: list[InputWarning] = []
+
+
+class TargetExplanation(BaseModel):
+    explained: str = Field(description="what the contributions add up to")
+    predicted: str | float
+    value: float = Field(description="the explained value with every input")
+    base: float = Field(description="the explained value with every input masked")
+    contributions: dict[str, float] = Field(description="input → exact Shapley value")
+
+
+class ExplainResponse(BaseModel):
+    method: str
+    explanations: list[dict[str, TargetExplanation]]
+    warnings: list[InputWarning] = []
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str
+    batching: bool
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    column: str | None = None
+    row: int | None = None

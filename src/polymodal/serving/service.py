@@ -1,0 +1,220 @@
+"""The loaded model and what serves it: request folders, timed decoding, the batcher.
+
+Requests' files are written under a private temporary folder with names the server chooses;
+the rows of a batch become one `Table` with that folder as base_dir and go through
+`Model.encode` and `Model.forward`, exactly as `Model.predict` reads a table. Decoding runs
+on a small thread pool with a time limit; forward passes run on the batcher's model thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from polymodal.data.cache import FeatureCache
+from polymodal.data.problems import BadInputError, DecodeError, ProblemLog
+from polymodal.data.table import Table
+from polymodal.model import Model, decode_outputs
+from polymodal.serving.batching import Features, Job, MicroBatcher
+from polymodal.serving.errors import ApiError
+from polymodal.serving.inputs import Row, Upload, input_fields
+from polymodal.serving.metrics import Metrics
+from polymodal.serving.schemas import InputField, InputWarning, TargetPrediction
+from polymodal.serving.settings import ServeSettings
+
+log = logging.getLogger("polymodal.serving")
+Outputs = dict[str, np.ndarray]
+PIPELINE = 2  # batches in flight: one decoding while the one before runs the model
+
+
+@dataclass
+class Encoded:
+    """Features for some rows, and the problems the decoders logged (rows 0-based)."""
+
+    features: Features
+    problems: ProblemLog
+
+
+class Service:
+    """Everything a request handler needs, built once in the app's lifespan."""
+
+    def __init__(self, settings: ServeSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        # No on-disk feature cache: uploads are one-off, and a client must not fill the disk.
+        self.model = Model.load(settings.model_dir, cache=FeatureCache(enabled=False))
+        self.fields: list[InputField] = input_fields(self.model.schema_)
+        self.source_of = {
+            name: field.name for field in self.fields for name in field.inputs
+        }  # input → request column
+        self.category_inputs = {
+            state.column for state in self.model.schema_.inputs if state.kind == "category"
+        }
+        self.folder = Path(tempfile.mkdtemp(prefix="polymodal-serve-"))  # mode 0700
+        self.decoders = ThreadPoolExecutor(
+            max_workers=settings.decode_threads, thread_name_prefix="polymodal-decode"
+        )
+        self.batcher = MicroBatcher(
+            self.process,
+            max_batch=settings.batch_limit,
+            max_wait_s=settings.batch_wait_s,
+            concurrency=PIPELINE,
+        )
+
+    async def start(self) -> None:
+        await self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.decoders.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # -------------------------------------------------------------- predicting
+    async def predict(self, rows: list[Row]) -> tuple[Outputs, list[InputWarning]]:
+        """Raw outputs for the rows, decoded and run with whatever else is waiting."""
+        return await self.batcher.submit(rows, len(rows))
+
+    async def process(self, batch: list[Job]) -> None:
+        """Decode a batch's rows as one table, then run the rows whose inputs are good."""
+        rows = [row for job in batch for row in job.payload]
+        try:
+            encoded = await self.encode(rows)
+        except ApiError:
+            if len(batch) == 1:
+                raise
+            # Someone's file was too slow or odd: retry each request alone, so only its own
+            # sender gets the error.
+            await asyncio.gather(*(self.process([job]) for job in batch))
+            return
+        starts = np.cumsum([0] + [job.rows for job in batch])
+        errors, warnings = self.sort_problems(encoded.problems, starts)
+        good = []
+        for index, job in enumerate(batch):
+            if index not in errors:
+                good.append(index)
+            elif not job.future.done():
+                job.future.set_exception(errors[index])
+        if not good:
+            return
+        features = encoded.features
+        if len(good) < len(batch):
+            keep = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in good])
+            features = {n: {k: v[keep] for k, v in item.items()} for n, item in features.items()}
+        started = time.perf_counter()
+        outputs = await self.batcher.in_model_thread(self.model.forward, features)
+        self.metrics.observe_batch(sum(batch[i].rows for i in good), time.perf_counter() - started)
+        offset = 0
+        for index in good:
+            job = batch[index]
+            part = {name: values[offset : offset + job.rows] for name, values in outputs.items()}
+            offset += job.rows
+            if not job.future.done():
+                job.future.set_result((part, warnings[index]))
+
+    def sort_problems(
+        self, problems: ProblemLog, starts: np.ndarray
+    ) -> tuple[dict[int, ApiError], dict[int, list[InputWarning]]]:
+        """Per request: its first bad value (a 422 naming the column) and its warnings."""
+        errors: dict[int, ApiError] = {}
+        warnings: dict[int, list[InputWarning]] = {i: [] for i in range(len(starts) - 1)}
+        for problem in problems.problems:
+            index = int(np.searchsorted(starts, problem.row, side="right")) - 1
+            row = problem.row - int(starts[index])
+            column = self.source_of.get(problem.column, problem.column)
+            if problem.column in self.category_inputs:
+                warnings[index].append(InputWarning(row=row, column=column, message=problem.reason))
+            elif index not in errors:
+                message = f"row {row}, column '{column}': {problem.reason}"
+                errors[index] = ApiError(422, message, column=column, row=row)
+        return errors, warnings
+
+    async def encode_request(self, rows: list[Row]) -> tuple[Features, list[InputWarning]]:
+        """One request's features on its own (explanations), or its first error."""
+        encoded = await self.encode(rows)
+        errors, warnings = self.sort_problems(encoded.problems, np.array([0, len(rows)]))
+        if errors:
+            raise errors[0]
+        return encoded.features, warnings[0]
+
+    # ---------------------------------------------------------------- decoding
+    async def encode(self, rows: list[Row]) -> Encoded:
+        """Features for the rows, decoded on the pool within the time limit."""
+        started = threading.Event()
+        job = self.decoders.submit(self.encode_now, rows, started)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(job), self.settings.decode_timeout_s)
+        except TimeoutError:
+            job.cancel()
+            limit = self.settings.decode_timeout_s
+            if started.is_set():
+                raise ApiError(
+                    422, f"decoding the request's files took longer than {limit:g} s"
+                ) from None
+            raise ApiError(503, f"server busy: decoding did not start within {limit:g} s") from None
+
+    def encode_now(self, rows: list[Row], started: threading.Event) -> Encoded:
+        started.set()
+        folder = Path(tempfile.mkdtemp(dir=self.folder))
+        try:
+            table = self.request_table(rows, folder)
+            problems = ProblemLog(table="request")
+            try:
+                features = self.model.encode(table, problems)
+            except (BadInputError, DecodeError) as error:
+                raise ApiError(422, str(error)) from None
+            except (ValueError, TypeError, OverflowError) as error:
+                log.warning("could not encode a request", exc_info=True)
+                raise ApiError(422, f"could not read the request's values ({error})") from None
+            return Encoded(features, problems)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def request_table(self, rows: list[Row], folder: Path) -> Table:
+        """Uploads written under server-chosen names; cells hold those names, relative to folder."""
+        columns: dict[str, list] = {field.name: [] for field in self.fields}
+        for index, row in enumerate(rows):
+            for number, field in enumerate(self.fields):
+                value = row.get(field.name)
+                if isinstance(value, Upload):
+                    name = f"{index}-{number}.{value.kind}"
+                    (folder / name).write_bytes(value.data)
+                    value = name
+                columns[field.name].append(value)
+        frame = pd.DataFrame(
+            {name: pd.Series(cells, dtype=object) for name, cells in columns.items()}
+        )
+        return Table(frame, folder, "request")
+
+    # ----------------------------------------------------------------- outputs
+    def predictions(self, outputs: Outputs) -> list[dict[str, TargetPrediction]]:
+        """Raw outputs → per row, per target: the prediction and class probabilities."""
+        rows = len(next(iter(outputs.values())))
+        result: list[dict[str, TargetPrediction]] = [{} for _ in range(rows)]
+        for state in self.model.schema_.targets:
+            decoded = decode_outputs(self.model.head(state.column), outputs[state.column])
+            for row in range(rows):
+                result[row][state.column] = target_prediction(state, decoded, row)
+        return result
+
+
+def target_prediction(state: object, decoded: dict[str, np.ndarray], row: int) -> TargetPrediction:
+    if state.task == "regression":
+        return TargetPrediction(predicted=float(decoded["value"][row]))
+    probabilities = dict(zip(state.classes, map(float, decoded["probabilities"][row]), strict=True))
+    if state.task == "multilabel":
+        chosen = [
+            name for name, on in zip(state.classes, decoded["labels"][row], strict=True) if on
+        ]
+        return TargetPrediction(predicted=chosen, probabilities=probabilities)
+    return TargetPrediction(predicted=str(decoded["label"][row]), probabilities=probabilities)

@@ -1,0 +1,299 @@
+// polymodal web page: a form built from GET /v1/schema, predictions drawn as bars.
+// Plain JavaScript, no build step, no CDN: works offline from the server alone.
+"use strict";
+
+const state = { schema: null, captured: new Map() }; // column -> Blob from camera or microphone
+const $ = (selector) => document.querySelector(selector);
+
+function element(tag, attributes = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "text") node.textContent = value;
+    else if (value !== undefined && value !== null) node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function headers() {
+  const key = $("#api-key").value.trim();
+  if (key) sessionStorage.setItem("polymodal-api-key", key);
+  return key ? { "X-API-Key": key } : {};
+}
+
+function showError(message) {
+  const box = $("#error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+function setStatus(message) {
+  $("#status").textContent = message || "";
+}
+
+async function fetchJson(url, options = {}) {
+  const response = await fetch(url, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  let body = null;
+  try { body = await response.json(); } catch (_) { body = null; }
+  if (!response.ok) {
+    const message = body && body.error ? body.error : `${response.status} ${response.statusText}`;
+    throw new Error(message);
+  }
+  return body;
+}
+
+// ------------------------------------------------------------------ the form
+async function loadSchema() {
+  try {
+    state.schema = await fetchJson("/v1/schema");
+  } catch (error) {
+    $("#model-summary").textContent = "Could not read the model's schema.";
+    showError(error.message + (/API key/.test(error.message) ? " — enter it above." : ""));
+    return;
+  }
+  showError("");
+  const targets = state.schema.targets.map((t) => `${t.column} (${t.task})`).join(", ");
+  $("#model-summary").textContent = `Predicts ${targets} from ${state.schema.inputs.length} inputs.`;
+  const fields = $("#fields");
+  fields.replaceChildren(...state.schema.inputs.map(fieldFor));
+  $("#predict-button").disabled = false;
+  $("#explain-button").disabled = false;
+}
+
+function fieldFor(field, index) {
+  const id = `input-${index}`;
+  const label = element("label", { for: id, text: field.name }, [element("span", { class: "kind", text: field.kind })]);
+  const box = element("div", { class: "field", "data-column": field.name, "data-kind": field.kind }, [label]);
+  if (field.file) {
+    const input = element("input", { type: "file", id, name: field.name, accept: field.accept, "data-column": field.name });
+    const preview = element("div", { class: "preview", id: `preview-${index}` });
+    input.addEventListener("change", () => {
+      state.captured.delete(field.name);
+      if (input.files[0]) showPreview(preview, field.kind, input.files[0]);
+      else preview.replaceChildren();
+    });
+    box.append(input, captureControls(field, index, preview), preview);
+    box.append(element("div", { class: "muted", text: field.formats.join(", ") }));
+  } else if (field.kind === "category" && field.categories && field.categories.length) {
+    const select = element("select", { id, name: field.name, "data-column": field.name }, [element("option", { value: "", text: "(missing)" })]);
+    for (const value of field.categories) select.append(element("option", { value, text: value }));
+    box.append(select);
+  } else if (field.kind === "text") {
+    box.append(element("textarea", { id, name: field.name, "data-column": field.name }));
+  } else {
+    const type = field.kind === "number" ? "number" : "text";
+    box.append(element("input", { type, step: type === "number" ? "any" : null, id, name: field.name, "data-column": field.name }));
+  }
+  return box;
+}
+
+function showPreview(preview, kind, blob) {
+  const url = URL.createObjectURL(blob);
+  const tag = kind === "image" ? "img" : kind === "audio" ? "audio" : "video";
+  const media = element(tag, { src: url, alt: "preview" });
+  if (tag !== "img") media.controls = true;
+  preview.replaceChildren(media);
+}
+
+function captureControls(field, index, preview) {
+  const controls = element("div", { class: "capture" });
+  const media = navigator.mediaDevices && navigator.mediaDevices.getUserMedia;
+  if (!media) return controls;
+  if (field.kind === "image") controls.append(cameraButton(field, index, preview));
+  if (field.kind === "audio" && window.MediaRecorder) controls.append(recordButton(field, index, preview));
+  return controls;
+}
+
+// ------------------------------------------------------- camera snapshot (PNG)
+function cameraButton(field, index, preview) {
+  const button = element("button", { type: "button", id: `camera-${index}`, text: "Use camera" });
+  let stream = null;
+  button.addEventListener("click", async () => {
+    if (!stream) {
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ video: true });
+      } catch (error) {
+        showError(`camera not available: ${error.message}`);
+        return;
+      }
+      const video = element("video", { autoplay: "", playsinline: "" });
+      video.srcObject = stream;
+      preview.replaceChildren(video);
+      button.textContent = "Take snapshot";
+      return;
+    }
+    const video = preview.querySelector("video");
+    const canvas = element("canvas");
+    canvas.width = video.videoWidth || 320;
+    canvas.height = video.videoHeight || 240;
+    canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+    stream.getTracks().forEach((track) => track.stop());
+    stream = null;
+    button.textContent = "Use camera";
+    canvas.toBlob((blob) => {
+      state.captured.set(field.name, new File([blob], "snapshot.png", { type: "image/png" }));
+      showPreview(preview, "image", blob);
+    }, "image/png");
+  });
+  return button;
+}
+
+// ----------------------------------------------- microphone recording (WAV)
+function recordButton(field, index, preview) {
+  const button = element("button", { type: "button", id: `record-${index}`, text: "Record" });
+  let recorder = null;
+  button.addEventListener("click", async () => {
+    if (recorder) { recorder.stop(); return; }
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (error) {
+      showError(`microphone not available: ${error.message}`);
+      return;
+    }
+    const chunks = [];
+    recorder = new MediaRecorder(stream);
+    recorder.addEventListener("dataavailable", (event) => chunks.push(event.data));
+    recorder.addEventListener("stop", async () => {
+      stream.getTracks().forEach((track) => track.stop());
+      recorder = null;
+      button.textContent = "Record";
+      const recorded = new Blob(chunks, { type: chunks[0] ? chunks[0].type : "audio/webm" });
+      const file = await toWav(recorded).catch(() => new File([recorded], "recording.webm", { type: recorded.type }));
+      state.captured.set(field.name, file);
+      showPreview(preview, "audio", file);
+    });
+    recorder.start();
+    button.textContent = "Stop recording";
+  });
+  return button;
+}
+
+async function toWav(blob) {
+  // Decode what the browser recorded (WebM/Ogg) and write 16-bit mono PCM WAV, which every
+  // server build reads without FFmpeg.
+  const context = new (window.AudioContext || window.webkitAudioContext)();
+  try {
+    const audio = await context.decodeAudioData(await blob.arrayBuffer());
+    const samples = new Float32Array(audio.length);
+    for (let channel = 0; channel < audio.numberOfChannels; channel++) {
+      const data = audio.getChannelData(channel);
+      for (let i = 0; i < data.length; i++) samples[i] += data[i] / audio.numberOfChannels;
+    }
+    return new File([wavBytes(samples, audio.sampleRate)], "recording.wav", { type: "audio/wav" });
+  } finally {
+    context.close();
+  }
+}
+
+function wavBytes(samples, rate) {
+  const buffer = new ArrayBuffer(44 + samples.length * 2);
+  const view = new DataView(buffer);
+  const text = (offset, value) => [...value].forEach((c, i) => view.setUint8(offset + i, c.charCodeAt(0)));
+  text(0, "RIFF"); view.setUint32(4, 36 + samples.length * 2, true); text(8, "WAVE");
+  text(12, "fmt "); view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true);
+  view.setUint32(24, rate, true); view.setUint32(28, rate * 2, true); view.setUint16(32, 2, true); view.setUint16(34, 16, true);
+  text(36, "data"); view.setUint32(40, samples.length * 2, true);
+  samples.forEach((s, i) => view.setInt16(44 + i * 2, Math.max(-1, Math.min(1, s)) * 0x7fff, true));
+  return buffer;
+}
+
+// -------------------------------------------------------------- requests
+function formData() {
+  const data = new FormData();
+  let filled = 0;
+  for (const field of state.schema.inputs) {
+    const input = document.querySelector(`[data-column="${CSS.escape(field.name)}"]:is(input, select, textarea)`);
+    if (field.file) {
+      const file = state.captured.get(field.name) || (input.files && input.files[0]);
+      if (file) { data.append(field.name, file, file.name || "upload"); filled++; }
+    } else if (input.value.trim() !== "") {
+      data.append(field.name, input.value);
+      filled++;
+    }
+  }
+  return filled ? data : null;
+}
+
+async function send(endpoint) {
+  showError("");
+  const data = formData();
+  if (!data) { showError("Fill in at least one input."); return null; }
+  setStatus("Working…");
+  $("#predict-button").disabled = $("#explain-button").disabled = true;
+  try {
+    return await fetchJson(endpoint, { method: "POST", body: data });
+  } catch (error) {
+    showError(error.message);
+    return null;
+  } finally {
+    setStatus("");
+    $("#predict-button").disabled = $("#explain-button").disabled = false;
+  }
+}
+
+function bars(entries, chosen) {
+  const grid = element("div", { class: "bars" });
+  const largest = Math.max(1e-9, ...entries.map(([, v]) => Math.abs(v)));
+  for (const [name, value] of entries) {
+    const width = `${(100 * Math.abs(value) / largest).toFixed(1)}%`;
+    const classes = ["bar", name === chosen ? "chosen" : "", value < 0 ? "negative" : ""].join(" ").trim();
+    const bar = element("div", { class: classes });
+    bar.style.width = width; // CSSOM, allowed by the page's Content-Security-Policy
+    grid.append(element("span", { class: "name", text: name }), element("div", { class: "bar-track" }, [bar]),
+      element("span", { class: "value", text: value.toFixed(3) }));
+  }
+  return grid;
+}
+
+function showPrediction(body) {
+  const result = $("#result");
+  const row = body.predictions[0];
+  const sections = Object.entries(row).map(([target, prediction], index) => {
+    const predicted = Array.isArray(prediction.predicted) ? prediction.predicted.join(", ") || "(none)" : String(prediction.predicted);
+    const heading = element("h3", {}, [`${target}: `, element("span", { class: "predicted", id: `predicted-${index}`, "data-target": target, text: predicted })]);
+    const section = element("section", { class: "target", "data-target": target }, [heading]);
+    if (prediction.probabilities) {
+      const entries = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 20);
+      section.append(bars(entries, predicted));
+    }
+    return section;
+  });
+  for (const warning of body.warnings || []) sections.push(element("p", { class: "muted", text: `note: ${warning.column}: ${warning.message}` }));
+  result.replaceChildren(...sections);
+  result.dataset.state = "done";
+}
+
+function showExplanation(body) {
+  const box = $("#explanation");
+  const row = body.explanations[0];
+  const parts = [element("h3", { text: "Contribution of each input" }), element("p", { class: "muted", text: body.method })];
+  for (const [target, explanation] of Object.entries(row)) {
+    parts.push(element("p", { text: `${target} = ${explanation.predicted}: ${explanation.explained} ${explanation.value.toFixed(3)} (all inputs masked: ${explanation.base.toFixed(3)})` }));
+    parts.push(bars(Object.entries(explanation.contributions), null));
+  }
+  box.replaceChildren(...parts);
+  box.hidden = false;
+}
+
+function start() {
+  const saved = sessionStorage.getItem("polymodal-api-key");
+  if (saved) $("#api-key").value = saved;
+  $("#api-key").addEventListener("change", loadSchema);
+  $("#predict-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = await send("/v1/predict");
+    if (body) showPrediction(body);
+  });
+  $("#explain-button").addEventListener("click", async () => {
+    const body = await send("/v1/explain");
+    if (body) showExplanation(body);
+  });
+  $("#predict-form").addEventListener("reset", () => {
+    state.captured.clear();
+    document.querySelectorAll(".preview").forEach((preview) => preview.replaceChildren());
+  });
+  loadSchema();
+}
+
+start();

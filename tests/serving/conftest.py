@@ -1,0 +1,78 @@
+"""A tiny trained model shared by the serving tests, and a real server on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from polymodal.data.cache import FeatureCache
+from polymodal.model import Model
+from polymodal.serving.app import create_app
+from polymodal.serving.settings import ServeSettings
+from tests.media import shapes_and_tones, tiny_config
+
+
+@dataclass
+class Trained:
+    data: Path  # the CSV; its files lie beside it
+    model_dir: Path
+
+    @property
+    def folder(self) -> Path:
+        return self.data.parent
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Trained:
+    root = tmp_path_factory.mktemp("serving")
+    data = shapes_and_tones(root / "data", rows=32)
+    cache = FeatureCache(root / "cache")
+    Model(target="label", config=tiny_config(), cache=cache).fit(data, out=root / "model")
+    return Trained(data, root / "model")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn serving the app in a background thread, on 127.0.0.1 only."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live_server(trained):
+    with LiveServer(ServeSettings(model_dir=trained.model_dir)) as server:
+        yield server
