@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 Kind = Literal["text", "image", "audio", "video", "number", "category"]
 Task = Literal["multiclass", "binary", "multilabel", "regression"]
 KINDS: tuple[str, ...] = ("text", "image", "audio", "video", "number", "category")
+FILE_KINDS: tuple[str, ...] = ("image", "audio", "video")  # cells hold paths to files
 
 
 class Strict(BaseModel):

@@ -22,6 +22,7 @@ from polymodal.config import Config, TargetConfig, load_config
 from polymodal.data.cache import FeatureCache
 from polymodal.data.features import FittedSchema, encode_inputs, encode_targets, fit_schema
 from polymodal.data.problems import BadInputError, ProblemLog
+from polymodal.data.schema import file_columns, resolve_inputs
 from polymodal.data.table import Table, read_table, split_rows
 from polymodal.data.targets import TargetState
 from polymodal.evaluation.metrics import target_metrics
@@ -94,7 +95,9 @@ class Model:
             check_output_folder(out_dir, overwrite=overwrite, resume=resume)
         settings = self.config.train
         table = read_table(data)
-        splits = split_rows(table, settings.valid_fraction, settings.seed)
+        kinds = resolve_inputs(table, self.config, [t.column for t in self.config.targets])
+        together = file_columns(kinds, self.config)
+        splits = split_rows(table, settings.valid_fraction, settings.seed, together)
         if valid is not None:  # a separate validation table: every non-test row trains
             splits["train"] = np.sort(np.concatenate([splits["train"], splits["valid"]]))
         self.schema_ = fit_schema(table, splits["train"], self.config)

@@ -54,3 +54,30 @@ def test_bad_split_values_are_named(tmp_path):
     table = read_table(FRAME.assign(split=["train", "holdout", "train", "train"]), tmp_path)
     with pytest.raises(BadInputError, match="holdout"):
         split_rows(table, 0.1, 0)
+
+
+def test_rows_sharing_a_file_stay_on_one_side(tmp_path):
+    """Each recording paired with three images, as in AV-MNIST: no recording may be both
+    trained on and validated on, or validation flatters the model."""
+    rows = 300
+    frame = pd.DataFrame(
+        {
+            "image": [f"img/{i}.png" for i in range(rows)],
+            "audio": [f"snd/{i % 100}.wav" for i in range(rows)],
+            "split": ["train"] * (rows - 30) + ["test"] * 30,
+        }
+    )
+    table = read_table(frame, tmp_path)
+    splits = split_rows(table, 0.2, 0, together=["image", "audio"])
+    audio = frame["audio"].to_numpy()
+    assert not set(audio[splits["train"]]) & set(audio[splits["valid"]])
+    assert 0.15 * 270 <= len(splits["valid"]) <= 0.3 * 270
+    assert splits["test"].tolist() == list(range(rows - 30, rows))
+    plain = split_rows(table, 0.2, 0)  # without `together`, recordings leak across
+    assert set(audio[plain["train"]]) & set(audio[plain["valid"]])
+
+
+def test_one_group_holding_every_row_falls_back_to_a_row_split(tmp_path):
+    table = read_table(pd.DataFrame({"audio": ["same.wav"] * 50}), tmp_path)
+    splits = split_rows(table, 0.2, 0, together=["audio"])
+    assert len(splits["valid"]) == 10 and len(splits["train"]) == 40

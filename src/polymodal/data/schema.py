@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from polymodal.config import Config
+from polymodal.config import FILE_KINDS, Config
 from polymodal.data.column import is_missing
 from polymodal.data.files import resolve_path
 from polymodal.data.problems import BadInputError
@@ -119,6 +119,17 @@ def resolve_inputs(table: Table, config: Config, targets: list[str]) -> dict[str
     if not kinds:
         raise BadInputError(f"{table.name}: no usable input columns besides the target")
     return kinds
+
+
+def file_columns(kinds: dict[str, str], config: Config) -> list[str]:
+    """The table columns behind file inputs (an input may read another column, as a video's
+    sound track does): rows sharing one of their files stay on one side of a split."""
+    sources = {
+        (config.columns[name].source if name in config.columns else None) or name
+        for name, kind in kinds.items()
+        if kind in FILE_KINDS
+    }
+    return sorted(sources)
 
 
 def describe_columns(table: Table) -> list[ColumnInfo]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,9 +73,18 @@ def _read_csv(path: Path, sep: str) -> pd.DataFrame:
         raise BadInputError(f"table {path} is empty") from None
 
 
-def split_rows(table: Table, valid_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Row indices per split: a `split` column wins; otherwise a seeded validation split."""
+def split_rows(
+    table: Table, valid_fraction: float, seed: int, together: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """Row indices per split: a `split` column wins; otherwise a seeded validation split.
+
+    Rows that share a value in a `together` column (the file columns: one recording paired
+    with several images, say) fall on the same side of a split made here. Otherwise the model
+    is validated on files it trained on, and the validation score flatters it: on AV-MNIST,
+    where each recording is reused about three times, 0.99 validation against 0.90 test.
+    """
     frame = table.frame
+    groups = shared_value_groups(frame, together)
     if SPLIT_COLUMN in frame.columns:
         names = frame[SPLIT_COLUMN].astype(str).str.strip().str.lower()
         names = names.replace({"val": "valid", "validation": "valid", "dev": "valid"})
@@ -87,14 +97,47 @@ def split_rows(table: Table, valid_fraction: float, seed: int) -> dict[str, np.n
             name: np.flatnonzero(names.to_numpy() == name) for name in ("train", "valid", "test")
         }
         if len(splits["valid"]) == 0:
-            splits["train"], splits["valid"] = _random_split(splits["train"], valid_fraction, seed)
+            splits["train"], splits["valid"] = _random_split(
+                splits["train"], valid_fraction, seed, groups
+            )
         return splits
-    train, valid = _random_split(np.arange(len(frame)), valid_fraction, seed)
+    train, valid = _random_split(np.arange(len(frame)), valid_fraction, seed, groups)
     return {"train": train, "valid": valid, "test": np.array([], dtype=int)}
 
 
-def _random_split(rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def shared_value_groups(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """A group id per row; rows linked by an equal non-empty value in any of `columns`, directly
+    or through other rows, share one (the connected components, by union-find)."""
+    parent = np.arange(len(frame))
+
+    def root(row: int) -> int:
+        while parent[row] != row:
+            parent[row] = parent[parent[row]]
+            row = parent[row]
+        return row
+
+    for column in columns:
+        first_row: dict[str, int] = {}
+        for row, value in enumerate(frame[column].tolist()):
+            if isinstance(value, str) and value.strip():
+                other = first_row.setdefault(value.strip(), row)
+                parent[root(row)] = root(other)
+    return np.array([root(row) for row in range(len(frame))])
+
+
+def _random_split(
+    rows: np.ndarray, fraction: float, seed: int, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """About `fraction` of `rows` for validation, whole groups at a time, seeded."""
+    if len(rows) <= 1:
+        return np.sort(rows), np.array([], dtype=int)
+    n_valid = max(1, int(round(len(rows) * fraction)))
     rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(rows)
-    n_valid = max(1, int(round(len(rows) * fraction))) if len(rows) > 1 else 0
-    return np.sort(shuffled[n_valid:]), np.sort(shuffled[:n_valid])
+    row_groups = groups[rows]
+    order = rng.permutation(np.unique(row_groups))
+    sizes = pd.Series(row_groups).value_counts().reindex(order).to_numpy()
+    taken = order[: int(np.searchsorted(np.cumsum(sizes), n_valid)) + 1]
+    is_valid = np.isin(row_groups, taken)
+    if is_valid.all():  # one group holds (nearly) every row: split rows, not groups
+        is_valid = np.isin(rows, rng.permutation(rows)[:n_valid])
+    return np.sort(rows[~is_valid]), np.sort(rows[is_valid])

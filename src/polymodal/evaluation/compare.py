@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from polymodal.config import Config
-from polymodal.data.schema import resolve_inputs
+from polymodal.data.schema import file_columns, resolve_inputs
 from polymodal.data.table import Table, read_table, split_rows
 from polymodal.data.tabular import category_text
 from polymodal.fusion import FUSIONS
@@ -100,7 +100,8 @@ def compare(
     table = read_table(data)
     base = config.model_copy(deep=True)
     kinds = resolve_inputs(table, base, [target])
-    splits = split_rows(table, base.train.valid_fraction, base.train.seed)
+    together = file_columns(kinds, base)
+    splits = split_rows(table, base.train.valid_fraction, base.train.seed, together)
     scored = table.subset(splits["test"] if len(splits["test"]) else splits["valid"])
     configurations = plan_configurations(kinds, fusions)
     metric, higher = "accuracy", True

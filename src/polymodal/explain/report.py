@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from polymodal.config import FILE_KINDS
 from polymodal.data.table import Table, read_table, split_rows
 from polymodal.explain import findings, sections
 from polymodal.explain.explanation import explain
@@ -152,7 +153,9 @@ def training_report(
         table, name = read_table(valid), "the validation table"
     else:
         table = read_table(data)
-        splits = split_rows(table, model.config.train.valid_fraction, model.config.train.seed)
+        together = [s.source for s in model.schema_.inputs if s.kind in FILE_KINDS]
+        train = model.config.train
+        splits = split_rows(table, train.valid_fraction, train.seed, together)
         held = "test" if len(splits["test"]) else "valid"
         table, name = table.subset(splits[held]), f"the {held} rows"
     options = ReportOptions(robustness=False, max_rows=TRAIN_REPORT_ROWS, data_name=name)

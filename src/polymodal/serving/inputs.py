@@ -17,13 +17,13 @@ from fastapi import Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from polymodal.config import FILE_KINDS
 from polymodal.data.column import is_missing
 from polymodal.data.features import FittedSchema
 from polymodal.data.sniff import sniff_bytes
 from polymodal.serving.errors import ApiError, describe_validation
 from polymodal.serving.schemas import FileValue, InputField, JsonRow, RowsBody
 
-FILE_KINDS = ("image", "audio", "video")
 FORMATS = {
     "image": ["PNG", "JPEG", "GIF", "BMP", "WebP", "TIFF"],
     "audio": ["WAV", "FLAC", "OGG", "MP3", "M4A", "sound track of MP4/WebM/MKV"],
