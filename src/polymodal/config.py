@@ -96,7 +96,9 @@ class TrainSettings(Strict):
     max_time: str | None = Field(None, description="wall-clock limit, DD:HH:MM:SS or minutes")
     seed: int = 0
     valid_fraction: float = 0.1
-    modality_dropout: float = Field(0.2, description="drop whole inputs while training")
+    modality_dropout: float = Field(
+        0.0, description="drop whole inputs while training: robust to missing ones, at a cost"
+    )
     augment: bool = Field(False, description="random shifts (images), SpecAugment (audio)")
     strict: bool = False
 
