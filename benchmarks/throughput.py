@@ -119,6 +119,7 @@ def main() -> None:
     hand_seconds = hand_written_epochs(hand_net, batches, valid, settings, args.epochs - 1)
     hand_rate = len(train_rows) * (args.epochs - 1) / hand_seconds
 
+    predict_rows_per_second(hand_net, features, 256)  # warm-up, as for Model.predict below
     hand_predict = predict_rows_per_second(hand_net, features, len(table))
     from polymodal.model import Model
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from polymodal.data.problems import BadInputError
-from polymodal.data.table import read_table, split_rows
+from polymodal.data.table import read_table, shared_value_groups, split_rows
 
 FRAME = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": ["a", "b", "a", "b"]})
 
@@ -81,3 +81,10 @@ def test_one_group_holding_every_row_falls_back_to_a_row_split(tmp_path):
     table = read_table(pd.DataFrame({"audio": ["same.wav"] * 50}), tmp_path)
     splits = split_rows(table, 0.2, 0, together=["audio"])
     assert len(splits["valid"]) == 10 and len(splits["train"]) == 40
+
+
+def test_group_ids_do_not_depend_on_the_order_of_columns(tmp_path):
+    frame = pd.DataFrame({"a": ["x", "y", "x", "z", "w"], "b": ["p", "q", "q", "r", "r"]})
+    first = shared_value_groups(frame, ["a", "b"])
+    assert first.tolist() == [0, 0, 0, 3, 3]
+    assert np.array_equal(first, shared_value_groups(frame, ["b", "a"]))

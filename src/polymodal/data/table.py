@@ -107,7 +107,8 @@ def split_rows(
 
 def shared_value_groups(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     """A group id per row; rows linked by an equal non-empty value in any of `columns`, directly
-    or through other rows, share one (the connected components, by union-find)."""
+    or through other rows, share one (the connected components, by union-find). The id is the
+    component's first row, so it does not depend on the order of `columns`."""
     parent = np.arange(len(frame))
 
     def root(row: int) -> int:
@@ -122,7 +123,10 @@ def shared_value_groups(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarr
             if isinstance(value, str) and value.strip():
                 other = first_row.setdefault(value.strip(), row)
                 parent[root(row)] = root(other)
-    return np.array([root(row) for row in range(len(frame))])
+    roots = np.array([root(row) for row in range(len(frame))], dtype=int)
+    first = np.full(len(frame), len(frame))
+    np.minimum.at(first, roots, np.arange(len(frame)))
+    return first[roots]
 
 
 def _random_split(
