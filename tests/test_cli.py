@@ -229,3 +229,15 @@ def test_demo_data_needs_two_modalities(tmp_path):
     assert frame["label"].nunique() == 4
     write_wav(tmp_path / "extra.wav")  # the generated files are real media
     assert (tmp_path / frame["image"][0]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_trains_reports_and_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "demo"
+    result = invoke("demo", "--out", str(out), "--rows", "64")
+    assert result.exit_code == 0, result.output
+    assert {"model.safetensors", "config.json", "report.html"} <= {
+        p.name for p in (out / "model").iterdir()
+    }
+    assert "What to look at next" in result.output
+    again = invoke("demo", "--out", str(out), "--rows", "64")
+    assert again.exit_code != 0 and "--overwrite" in again.output

@@ -74,6 +74,7 @@ def make_demo_data(folder: Path, rows: int = 800, seed: int = 0) -> Path:
 
 def run_demo(folder: Path, rows: int, overwrite: bool, printer: Console) -> None:
     from polymodal.cli import print_metrics
+    from polymodal.explain.report import training_report
     from polymodal.model import Model
 
     if folder.exists() and any(folder.iterdir()):
@@ -87,6 +88,8 @@ def run_demo(folder: Path, rows: int, overwrite: bool, printer: Console) -> None
     model.config.train.max_epochs = 20
     model.fit(data, out=folder / "model", overwrite=True)
     print_metrics(model.metrics_)
+    printer.print("[bold]3. Writing the report[/]: contributions, attributions, curves")
+    report = training_report(model, folder / "model", data)
     accuracy = model.metrics_["test"]["label"]["accuracy"]
     printer.print(
         f"\nTest accuracy {accuracy:.2f}. The label is shape × pitch: the image alone or the "
@@ -95,5 +98,9 @@ def run_demo(folder: Path, rows: int, overwrite: bool, printer: Console) -> None
         f"  polymodal evaluate {folder}/model {data}      # metrics, confusion matrix\n"
         f"  polymodal predict {folder}/model {data} -o {folder}/predictions.csv\n"
         f"  polymodal train {data} --target label --inputs image --out {folder}/image_only\n"
+        f"  polymodal compare {data} --target label --seeds 1   # fusion vs each modality\n"
+        f"  polymodal explain {folder}/model {data} --rows 0,1 --out {folder}/why\n"
+        f"  open {report}               # curves, contributions, attributions\n"
+        f"  polymodal serve {folder}/model                # web page and REST API on :8000\n"
         f"  cat {folder}/model/config.json                # everything needed to rebuild\n"
     )
