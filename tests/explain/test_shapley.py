@@ -105,3 +105,25 @@ def test_score_matches_brute_force_masking(av_model, shapes):
         values[frozenset({"picture", "sound"})] - values[frozenset({"sound"})]
     )
     assert found.metric_contributions["picture"] == pytest.approx(picture, abs=1e-9)
+
+
+def test_exact_values_match_a_brute_force_permutation_average():
+    from itertools import permutations
+
+    rng = np.random.default_rng(0)
+    players = ["a", "b", "c"]
+    table = {
+        frozenset(p for bit, p in enumerate(players) if subset >> bit & 1): rng.normal(size=1)
+        for subset in range(2 ** len(players))
+    }
+    exact, is_exact = shapley_values(players, lambda coalition: table[coalition])
+    assert is_exact
+    brute = np.zeros(len(players))
+    orders = list(permutations(players))
+    for order in orders:
+        coalition: frozenset[str] = frozenset()
+        for player in order:
+            grown = coalition | {player}
+            brute[players.index(player)] += table[grown][0] - table[coalition][0]
+            coalition = grown
+    assert np.allclose(exact[:, 0], brute / len(orders))

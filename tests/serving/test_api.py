@@ -7,7 +7,6 @@ import base64
 import time
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -267,25 +266,6 @@ def test_explain_gives_exact_shapley_values(client, trained, frame):
         assert abs(label["value"] - probability) < 1e-5
         total = sum(label["contributions"].values())  # efficiency: shares add up
         assert abs(total - (label["value"] - label["base"])) < 1e-5
-
-
-def test_shapley_matches_a_brute_force_permutation_average():
-    from itertools import permutations
-
-    from polymodal.serving.explain import shapley
-
-    rng = np.random.default_rng(0)
-    n = 3
-    values = rng.normal(size=(2**n, 1))
-    exact = shapley(values, n)[0]
-    brute = np.zeros(n)
-    orders = list(permutations(range(n)))
-    for order in orders:
-        subset = 0
-        for player in order:
-            brute[player] += values[subset | 1 << player, 0] - values[subset, 0]
-            subset |= 1 << player
-    assert np.allclose(exact, brute / len(orders))
 
 
 async def send_together(url: str, requests: list[dict]) -> list:
