@@ -89,11 +89,34 @@ def train(
     report: Annotated[
         bool, typer.Option(help="write report.html (no robustness sweeps: see `report`)")
     ] = True,
+    encoder: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KIND|COLUMN=SOURCE: hf:NAME, timm:NAME, a saved folder or an encoder name "
+            "(repeatable), e.g. text=hf:bert-base-uncased"
+        ),
+    ] = None,
+    encoder_mode: Annotated[
+        list[str] | None,
+        typer.Option(help="frozen, finetune or lora, for all pretrained encoders or KIND=MODE"),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="fast (from scratch) or accurate (pretrained encoders)")
+    ] = None,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option(help="pretrained encoders that train: less memory, more compute")
+    ] = False,
 ) -> None:
     """Train a model and write its folder (weights, config, metrics, report.html)."""
-    from polymodal.model import Model
+    from polymodal.presets import configure_encoders
 
     settings = load_config(config)
+    configure_encoders(settings, encoder or [], preset, encoder_mode or [], gradient_checkpointing)
+    targets = split_list(target) or []
+    check_pretrained_sources(settings, data, targets, split_list(inputs))
+
+    from polymodal.model import Model
+
     train_settings = settings.train
     for name, value in (("max_epochs", epochs), ("max_time", max_time), ("seed", seed)):
         if value is not None:
@@ -101,7 +124,6 @@ def train(
     if modality_dropout is not None:
         train_settings.modality_dropout = modality_dropout
     train_settings.strict = strict or train_settings.strict
-    targets = split_list(target) or []
     folder = out_dir or fresh_output(data, targets)
     model = Model(target=targets, inputs=split_list(inputs), fusion=fusion, config=settings)
     model.fit(data, valid=valid, out=folder, overwrite=overwrite, resume=resume)
@@ -118,6 +140,24 @@ def train(
             console.print(f"[yellow]warning:[/] report not written: {reason}")
         else:
             out.print(f"report written to [bold]{path}[/]")
+
+
+def check_pretrained_sources(
+    settings: Any, data: Path, targets: list[str], inputs: list[str] | None
+) -> None:
+    """Find the pretrained sources the table's columns use before torch loads, so one that
+    is unavailable fails within seconds with its one-line message."""
+    if not settings.model.encoders:
+        return
+    from polymodal.data.schema import resolve_inputs
+    from polymodal.data.table import read_table
+    from polymodal.hub import resolve_source
+
+    selected = settings.model_copy(update={"inputs": inputs or settings.inputs})
+    for column, kind in resolve_inputs(read_table(data), selected, targets).items():
+        choice = settings.model.encoder_choice(column, kind)
+        if choice and choice.pretrained:
+            resolve_source(choice.source, column)
 
 
 @app.command()

@@ -75,15 +75,59 @@ class PreprocessSettings(Strict):
     text: TextSettings = TextSettings()
 
 
+EncoderMode = Literal["frozen", "finetune", "lora"]
+PRETRAINED_PREFIXES = ("hf:", "timm:")
+
+
+class EncoderChoice(Strict):
+    """One column's or modality's encoder.
+
+    `source` is a registered encoder (`image_cnn`), a hub model (`hf:bert-base-uncased`,
+    `timm:resnet50`) or a local folder saved by transformers or timm. The other settings
+    apply to pretrained encoders only.
+    """
+
+    source: str
+    mode: EncoderMode = Field(
+        "frozen", description="frozen (embeddings cached), finetune, or lora (peft adapters)"
+    )
+    lr_scale: float = Field(
+        0.1, gt=0, description="finetune / lora: the encoder's learning rate is lr × this"
+    )
+    lora_rank: int = Field(8, ge=1)
+    gradient_checkpointing: bool = Field(False, description="less memory, more compute")
+    tokens: int = Field(
+        8, ge=1, le=256, description="its output is summarised to this many tokens for fusion"
+    )
+
+    @property
+    def pretrained(self) -> bool:
+        return is_pretrained_source(self.source)
+
+
+def is_pretrained_source(source: str) -> bool:
+    """Hub names carry a prefix; anything with a path separator is a folder. Registered
+    encoder names are plain identifiers."""
+    return source.startswith(PRETRAINED_PREFIXES) or "/" in source or source.startswith(("~", "."))
+
+
 class ModelSettings(Strict):
     dim: int = 128
     layers: int = 2
     heads: int = 4
     dropout: float = 0.1
     fusion: str = "attention"
-    encoders: dict[str, str] = Field(
-        default_factory=dict, description="encoder name per kind or column, e.g. {image: image_cnn}"
+    encoders: dict[str, str | EncoderChoice] = Field(
+        default_factory=dict,
+        description="encoder per kind or column: {image: image_cnn, text: hf:bert-base-uncased}",
     )
+
+    def encoder_choice(self, column: str, kind: str) -> EncoderChoice | None:
+        """The encoder set for the column, else for its kind; None: the kind's default."""
+        choice = self.encoders.get(column) or self.encoders.get(kind)
+        if choice is None or isinstance(choice, EncoderChoice):
+            return choice
+        return EncoderChoice(source=choice)
 
 
 class TrainSettings(Strict):
@@ -100,6 +144,9 @@ class TrainSettings(Strict):
         0.0, description="drop whole inputs while training: robust to missing ones, at a cost"
     )
     augment: bool = Field(False, description="random shifts (images), SpecAugment (audio)")
+    precision: Literal["auto", "32", "bf16"] = Field(
+        "auto", description="auto: bf16 mixed precision on a GPU that has it, else 32-bit"
+    )
     strict: bool = False
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ from polymodal.data.targets import TargetState
 from polymodal.evaluation.metrics import target_metrics
 from polymodal.network import MultimodalNet
 from polymodal.training.batches import TensorBatches, to_tensors
+from polymodal.training.embeddings import embed_frozen_inputs
 from polymodal.training.fit import (
     CHECKPOINTS,
     LAST_CHECKPOINT,
@@ -74,6 +76,7 @@ class Model:
         self.net_: MultimodalNet | None = None
         self.metrics_: dict = {}
         self.problems_: ProblemLog = ProblemLog()
+        self.embedding_seconds_ = 0.0
 
     # ----------------------------------------------------------------- training
     def fit(
@@ -102,6 +105,8 @@ class Model:
             splits["train"] = np.sort(np.concatenate([splits["train"], splits["valid"]]))
         self.schema_ = fit_schema(table, splits["train"], self.config)
         self.problems_ = ProblemLog(strict=settings.strict, table=table.name)
+        self.net_ = MultimodalNet(self.schema_, self.config.model)
+        self.net_.load_pretrained_weights()
         inputs, targets = self._training_tensors(table, self.problems_)
         if valid is not None:
             valid_table = read_table(valid)
@@ -114,7 +119,6 @@ class Model:
         valid_rows = splits["valid"] if valid is None else np.arange(len(valid_table))
         if len(train_rows) == 0:
             raise BadInputError(f"{table.name}: no training rows with a known target")
-        self.net_ = MultimodalNet(self.schema_, self.config.model)
         workdir = out_dir or Path(tempfile.mkdtemp(prefix="polymodal-"))  # checkpoints go here
         result = train_network(
             self.net_,
@@ -145,6 +149,7 @@ class Model:
             "history": result.history,
             "best_epoch": result.best_epoch,
             "train_seconds": result.seconds,
+            "embedding_seconds": self.embedding_seconds_,
             "rows": {"train": int(len(splits["train"])), "valid": int(len(valid_rows))},
             "valid": self.evaluate(valid_table.subset(valid_rows)),
             "problems": self.problems_.to_json(),
@@ -156,12 +161,17 @@ class Model:
         return metrics
 
     def _training_tensors(self, table: Table, log: ProblemLog) -> tuple[dict, dict]:
-        features = encode_inputs(self.schema_, table, log, self.cache)
+        """Features and targets of every row; frozen pretrained encoders' inputs arrive as
+        their cached embeddings, so epochs never run those backbones."""
+        features = to_tensors(encode_inputs(self.schema_, table, log, self.cache))
+        started = time.perf_counter()
+        features = embed_frozen_inputs(self.net_, features, self.cache)
+        self.embedding_seconds_ += time.perf_counter() - started
         targets = {
             name: (torch.from_numpy(values), torch.from_numpy(known))
             for name, (values, known) in encode_targets(self.schema_, table).items()
         }
-        return to_tensors(features), targets
+        return features, targets
 
     # --------------------------------------------------------------- prediction
     def encode(self, data: DataLike, log: ProblemLog | None = None) -> dict:

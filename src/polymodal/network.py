@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from polymodal.config import ModelSettings
-from polymodal.data.features import FittedSchema
+from polymodal.data.features import FittedSchema, InputState
 from polymodal.encoders import DEFAULT_ENCODERS, ENCODERS, EncodedInput
 from polymodal.fusion import FUSIONS, Fused
 from polymodal.heads import HEADS
@@ -18,9 +18,13 @@ from polymodal.heads import HEADS
 Batch = dict[str, dict[str, torch.Tensor]]
 
 
-def encoder_name(column: str, kind: str, settings: ModelSettings) -> str:
-    """A column's encoder: named for the column, else for its kind, else the default."""
-    return settings.encoders.get(column) or settings.encoders.get(kind) or DEFAULT_ENCODERS[kind]
+def encoder_name(state: InputState, settings: ModelSettings) -> str:
+    """A column's encoder: pretrained if its state says so (fitting resolved the source),
+    else the one named for the column, else for its kind, else the kind's default."""
+    if getattr(state, "pretrained", None):
+        return f"pretrained_{state.kind}"
+    choice = settings.encoder_choice(state.column, state.kind)
+    return choice.source if choice else DEFAULT_ENCODERS[state.kind]
 
 
 class MultimodalNet(nn.Module):
@@ -31,7 +35,7 @@ class MultimodalNet(nn.Module):
         self.target_names = [state.column for state in schema.targets]
         # ModuleDict keys cannot hold dots, and column names may; index them instead.
         self.encoders = nn.ModuleList(
-            ENCODERS.create(encoder_name(state.column, state.kind, settings), state, settings)
+            ENCODERS.create(encoder_name(state, settings), state, settings)
             for state in schema.inputs
         )
         self.fusion = FUSIONS.create(settings.fusion, self.input_names, settings)
@@ -40,11 +44,33 @@ class MultimodalNet(nn.Module):
             for state in schema.targets
         )
 
+    def load_pretrained_weights(self) -> None:
+        """Pretrained encoders are built from their architecture; this loads their sources'
+        weights (at fit time; a saved model's weights come from its own file)."""
+        for encoder in self.encoders:
+            if hasattr(encoder, "load_pretrained"):
+                encoder.load_pretrained()
+
+    def learning_rate_scales(self) -> dict[str, float]:
+        """Parameter name → factor on the learning rate: a fine-tuned pretrained backbone
+        learns slower than the layers trained from scratch around it."""
+        scales = {}
+        for index, encoder in enumerate(self.encoders):
+            if hasattr(encoder, "backbone"):
+                for name, _ in encoder.backbone.named_parameters():
+                    scales[f"encoders.{index}.backbone.{name}"] = encoder.choice.lr_scale
+        return scales
+
     def encode(self, batch: Batch) -> dict[str, EncodedInput]:
         encoded = {}
         for name, encoder in zip(self.input_names, self.encoders, strict=True):
             item = batch[name]
-            encoded[name] = encoder(item["values"], item["present"], item.get("lengths"))
+            if "embedding" in item:  # a frozen encoder's cached output (training.embeddings)
+                encoded[name] = encoder.from_embedding(
+                    item["embedding"], item["embedding_mask"], item["present"]
+                )
+            else:
+                encoded[name] = encoder(item["values"], item["present"], item.get("lengths"))
         return encoded
 
     def fuse(self, batch: Batch) -> Fused:

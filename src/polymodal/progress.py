@@ -16,9 +16,11 @@ def progress_enabled() -> bool:
     return os.environ.get("POLYMODAL_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
-def progress_bar(items: Iterable[T], total: int, description: str) -> Iterator[T]:
-    """Yield from `items`, drawing a bar on a terminal when there are enough of them."""
-    if total < 200 or not progress_enabled():
+def progress_bar(
+    items: Iterable[T], total: int, description: str, minimum: int = 200
+) -> Iterator[T]:
+    """Yield from `items`, drawing a bar on a terminal when there are at least `minimum`."""
+    if total < minimum or not progress_enabled():
         yield from items
         return
     columns = (

@@ -19,6 +19,12 @@ from polymodal.config import AudioSettings
 from polymodal.data.cache import FeatureCache
 from polymodal.data.column import FeatureColumn, is_missing
 from polymodal.data.files import decode_file_column, resolve_path
+from polymodal.data.pretrained import (
+    PretrainedState,
+    extract_audio_features,
+    fit_feature_extractor,
+    load_feature_extractor,
+)
 from polymodal.data.problems import DecodeError, ProblemLog
 
 FIT_SAMPLE = 128
@@ -30,9 +36,10 @@ class AudioState(BaseModel):
     column: str
     source: str
     settings: AudioSettings
-    frames: int
+    frames: int  # spectrogram frames kept; for a pretrained encoder, waveform samples
     mean: float
     std: float
+    pretrained: PretrainedState | None = None
 
 
 def decode_waveform(data: bytes, sample_rate: int) -> np.ndarray:
@@ -116,10 +123,17 @@ def decode_log_mel(data: bytes, settings: AudioSettings) -> np.ndarray:
 
 
 def fit_audio(
-    cells: list[object], column: str, base_dir: Path, settings: AudioSettings, source: str
+    cells: list[object],
+    column: str,
+    base_dir: Path,
+    settings: AudioSettings,
+    source: str,
+    pretrained: PretrainedState | None = None,
 ) -> AudioState:
     """Crop length (95th percentile of a sample) and normalisation stats."""
     paths = [resolve_path(cell, base_dir) for cell in cells if not is_missing(cell)]
+    if pretrained:
+        return fit_pretrained_audio(paths, column, settings, source, pretrained)
     step = max(1, len(paths) // FIT_SAMPLE)
     features = []
     for path in paths[::step][:FIT_SAMPLE]:
@@ -158,6 +172,8 @@ def encode_audio(
     cache: FeatureCache,
     row_ids: list[int] | None = None,
 ) -> FeatureColumn:
+    if state.pretrained:
+        return encode_pretrained_audio(state, cells, base_dir, log, cache, row_ids)
     settings = {"kind": "audio", **state.settings.model_dump(exclude={"max_seconds"}), "v": 1}
     arrays = decode_file_column(
         cells,
@@ -180,3 +196,69 @@ def encode_audio(
             values[index, :, : array.shape[1]] = array
     present = lengths > 0
     return FeatureColumn(values, present, lengths)
+
+
+def fit_pretrained_audio(
+    paths: list[Path],
+    column: str,
+    settings: AudioSettings,
+    source: str,
+    pretrained: PretrainedState,
+) -> AudioState:
+    """The extractor's sample rate; waveforms cropped at the 95th percentile of a sample's
+    lengths (or `max_seconds`). The extractor normalises, so mean 0 and std 1 here."""
+    pretrained = fit_feature_extractor(pretrained)
+    rate = int(pretrained.feature_extractor.get("sampling_rate", settings.sample_rate))
+    settings = settings.model_copy(update={"sample_rate": rate})
+    lengths = []
+    for path in paths[:: max(1, len(paths) // FIT_SAMPLE)][:FIT_SAMPLE]:
+        try:
+            lengths.append(decode_waveform(path.read_bytes(), rate).size)
+        except (OSError, DecodeError):
+            continue
+    if settings.max_seconds:
+        samples = int(settings.max_seconds * rate)
+    else:
+        samples = int(np.percentile(lengths, 95)) if lengths else 5 * rate
+    samples = int(min(max(samples, rate // 10), MAX_SECONDS * rate))
+    return AudioState(
+        column=column, source=source, settings=settings, frames=samples, mean=0.0, std=1.0,
+        pretrained=pretrained,
+    )  # fmt: skip
+
+
+def encode_pretrained_audio(
+    state: AudioState,
+    cells: list[object],
+    base_dir: Path,
+    log: ProblemLog,
+    cache: FeatureCache,
+    row_ids: list[int] | None = None,
+) -> FeatureColumn:
+    """The feature extractor's arrays, padded along their last axis; `lengths` counts the
+    real steps there (waveform samples for wav2vec2-style models)."""
+    extractor = load_feature_extractor(state.pretrained)
+    rate, samples = state.settings.sample_rate, state.frames
+    settings = {
+        "kind": "audio",
+        "extractor": state.pretrained.feature_extractor,
+        "samples": samples,
+    }
+
+    def decode(_path: Path, data: bytes) -> np.ndarray:
+        wave = decode_waveform(data, rate)[:samples]
+        return extract_audio_features(extractor, wave, rate).astype(np.float16)
+
+    arrays = decode_file_column(
+        cells, column=state.column, base_dir=base_dir, decode=decode, settings=settings,
+        log=log, cache=cache, row_ids=row_ids,
+    )  # fmt: skip
+    shapes = [a.shape for a in arrays if a is not None]
+    shape = tuple(np.max(shapes, axis=0)) if shapes else (samples,)
+    values = np.zeros((len(arrays), *shape), dtype=np.float16)
+    lengths = np.zeros(len(arrays), dtype=np.int64)
+    for index, array in enumerate(arrays):
+        if array is not None:
+            values[(index, *[slice(0, n) for n in array.shape])] = array
+            lengths[index] = array.shape[-1]
+    return FeatureColumn(values, lengths > 0, lengths)

@@ -16,6 +16,7 @@ from polymodal.data.audio import AudioState, encode_audio, fit_audio
 from polymodal.data.cache import FeatureCache
 from polymodal.data.column import FeatureColumn
 from polymodal.data.image import ImageState, encode_images, fit_image
+from polymodal.data.pretrained import fit_pretrained
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.schema import resolve_inputs
 from polymodal.data.table import Table
@@ -75,14 +76,18 @@ def _fit_input(
     kind: str, cells: list, name: str, source: str, table: Table, config: Config
 ) -> InputState:
     settings = config.preprocess
+    choice = config.model.encoder_choice(name, kind)
+    pretrained = fit_pretrained(choice, name) if choice and choice.pretrained else None
+    if pretrained and kind not in ("image", "audio", "video", "text"):
+        raise BadInputError(f"column '{name}': {kind} inputs have no pretrained encoders")
     if kind == "image":
-        return fit_image(cells, name, table.base_dir, settings.image, source)
+        return fit_image(cells, name, table.base_dir, settings.image, source, pretrained)
     if kind == "audio":
-        return fit_audio(cells, name, table.base_dir, settings.audio, source)
+        return fit_audio(cells, name, table.base_dir, settings.audio, source, pretrained)
     if kind == "video":
-        return fit_video(cells, name, table.base_dir, settings.video, source)
+        return fit_video(cells, name, table.base_dir, settings.video, source, pretrained)
     if kind == "text":
-        return fit_text(cells, name, settings.text, source)
+        return fit_text(cells, name, settings.text, source, pretrained)
     if kind == "number":
         return fit_number(cells, name, source)
     return fit_category(cells, name, source)

@@ -15,6 +15,7 @@ from polymodal.config import ImageSettings
 from polymodal.data.cache import FeatureCache
 from polymodal.data.column import FeatureColumn, is_missing
 from polymodal.data.files import decode_file_column, resolve_path, stack_padded
+from polymodal.data.pretrained import PretrainedState, image_normalisation
 from polymodal.data.problems import DecodeError, ProblemLog
 
 Image.MAX_IMAGE_PIXELS = 64_000_000  # Pillow's decompression-bomb guard, kept on
@@ -29,6 +30,7 @@ class ImageState(BaseModel):
     channels: int
     mean: list[float]
     std: list[float]
+    pretrained: PretrainedState | None = None
 
 
 def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
@@ -50,9 +52,21 @@ def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
 
 
 def fit_image(
-    cells: list[object], column: str, base_dir: Path, settings: ImageSettings, source: str
+    cells: list[object],
+    column: str,
+    base_dir: Path,
+    settings: ImageSettings,
+    source: str,
+    pretrained: PretrainedState | None = None,
 ) -> ImageState:
-    """Pick size and channels from a sample of the training images unless set."""
+    """Pick size and channels from a sample of the training images unless set; a pretrained
+    encoder dictates its own size and normalisation."""
+    if pretrained:
+        size, mean, std = image_normalisation(pretrained)
+        return ImageState(
+            column=column, source=source, size=size, channels=3, mean=mean, std=std,
+            pretrained=pretrained,
+        )  # fmt: skip
     paths = [resolve_path(cell, base_dir) for cell in cells if not is_missing(cell)]
     step = max(1, len(paths) // FIT_SAMPLE)
     sides, colour = [], False

@@ -13,6 +13,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from polymodal.config import TextSettings
 from polymodal.data.column import FeatureColumn, is_missing
+from polymodal.data.pretrained import PretrainedState, pretrained_tokenizer
 from polymodal.data.problems import ProblemLog
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
@@ -27,6 +28,7 @@ class TextState(BaseModel):
     tokenizer: str  # the tokenizer's own JSON
     max_tokens: int
     vocab_size: int
+    pretrained: PretrainedState | None = None
 
 
 def clean_cell(cell: object) -> tuple[str | None, str | None]:
@@ -57,9 +59,23 @@ def train_tokenizer(texts: list[str], settings: TextSettings) -> Tokenizer:
     return tokenizer
 
 
-def fit_text(cells: list[object], column: str, settings: TextSettings, source: str) -> TextState:
+def fit_text(
+    cells: list[object],
+    column: str,
+    settings: TextSettings,
+    source: str,
+    pretrained: PretrainedState | None = None,
+) -> TextState:
+    """Our own tokenizer trained on the column, or the pretrained encoder's; the token limit
+    is the 95th percentile of the training texts' lengths unless set."""
     texts = [text for text, _ in map(clean_cell, cells) if text is not None]
-    tokenizer = train_tokenizer(texts or [""], settings)
+    if pretrained:
+        saved, longest = pretrained_tokenizer(pretrained)
+        tokenizer = Tokenizer.from_str(saved)
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+    else:
+        tokenizer, longest = train_tokenizer(texts or [""], settings), MAX_TOKENS
     if settings.max_tokens:
         max_tokens = settings.max_tokens
     else:
@@ -69,8 +85,9 @@ def fit_text(cells: list[object], column: str, settings: TextSettings, source: s
         column=column,
         source=source,
         tokenizer=tokenizer.to_str(),
-        max_tokens=int(min(max(max_tokens, 4), MAX_TOKENS)),
+        max_tokens=int(min(max(max_tokens, 4), longest)),
         vocab_size=tokenizer.get_vocab_size(),
+        pretrained=pretrained,
     )
 
 
@@ -82,7 +99,9 @@ def encode_text(
     tokenizer: Tokenizer | None = None,
 ) -> FeatureColumn:
     """Token ids [rows, max_tokens] padded with 0; `lengths` counts real tokens."""
-    tokenizer = tokenizer or Tokenizer.from_str(state.tokenizer)
+    if tokenizer is None:
+        tokenizer = Tokenizer.from_str(state.tokenizer)
+        tokenizer.enable_truncation(state.max_tokens)  # keeps a pretrained model's end token
     rows = row_ids if row_ids is not None else range(len(cells))
     texts = []
     for row, cell in zip(rows, cells, strict=True):

@@ -19,6 +19,7 @@ from polymodal.config import VideoSettings
 from polymodal.data.cache import FeatureCache
 from polymodal.data.column import FeatureColumn
 from polymodal.data.files import decode_file_column, stack_padded
+from polymodal.data.pretrained import PretrainedState, image_normalisation, video_frames
 from polymodal.data.problems import DecodeError, ProblemLog
 
 MEAN, STD = 0.45, 0.25
@@ -30,9 +31,18 @@ class VideoState(BaseModel):
     source: str
     frames: int
     size: int
+    mean: list[float] = [MEAN] * 3
+    std: list[float] = [STD] * 3
+    pretrained: PretrainedState | None = None
 
 
-def decode_video(data: bytes, frames: int, size: int) -> np.ndarray:
+def decode_video(
+    data: bytes,
+    frames: int,
+    size: int,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> np.ndarray:
     """Bytes of any FFmpeg-readable video → float16 [frames, 3, size, size], normalised.
 
     Frames are taken evenly over the clip; a clip shorter than `frames` repeats frames.
@@ -53,13 +63,29 @@ def decode_video(data: bytes, frames: int, size: int) -> np.ndarray:
         raise DecodeError("video has no frames")
     picks = np.linspace(0, len(images) - 1, frames).round().astype(int)
     stacked = np.stack([np.asarray(images[i], np.float32) / 255.0 for i in picks])
-    return ((stacked.transpose(0, 3, 1, 2) - MEAN) / STD).astype(np.float16)
+    shift = np.asarray(mean or [MEAN] * 3, np.float32)[:, None, None]
+    scale = np.asarray(std or [STD] * 3, np.float32)[:, None, None]
+    return ((stacked.transpose(0, 3, 1, 2) - shift) / scale).astype(np.float16)
 
 
 def fit_video(
-    cells: list[object], column: str, base_dir: Path, settings: VideoSettings, source: str
+    cells: list[object],
+    column: str,
+    base_dir: Path,
+    settings: VideoSettings,
+    source: str,
+    pretrained: PretrainedState | None = None,
 ) -> VideoState:
-    return VideoState(column=column, source=source, frames=settings.frames, size=settings.size)
+    """Frames and size from the settings, or from the pretrained encoder (a video model reads
+    a fixed number of frames; an image model reads each frame at its own size)."""
+    if not pretrained:
+        return VideoState(column=column, source=source, frames=settings.frames, size=settings.size)
+    size, mean, std = image_normalisation(pretrained)
+    frames = video_frames(pretrained, settings.frames)
+    return VideoState(
+        column=column, source=source, frames=frames, size=size, mean=mean, std=std,
+        pretrained=pretrained,
+    )  # fmt: skip
 
 
 def encode_video(
@@ -71,11 +97,15 @@ def encode_video(
     row_ids: list[int] | None = None,
 ) -> FeatureColumn:
     settings = {"kind": "video", "frames": state.frames, "size": state.size, "v": 1}
+    if state.pretrained:
+        settings |= {"mean": state.mean, "std": state.std}
     arrays = decode_file_column(
         cells,
         column=state.column,
         base_dir=base_dir,
-        decode=lambda _path, data: decode_video(data, state.frames, state.size),
+        decode=lambda _path, data: decode_video(
+            data, state.frames, state.size, state.mean, state.std
+        ),
         settings=settings,
         log=log,
         cache=cache,

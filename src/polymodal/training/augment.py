@@ -46,16 +46,20 @@ def augment_spectrograms(
 
 
 def augment_batch(inputs: dict, kinds: dict[str, str]) -> dict:
-    """A new batch with augmented image, video and audio features; others untouched."""
+    """A new batch with augmented image, video and audio features; others untouched (as are
+    cached embeddings, and waveforms for pretrained audio encoders)."""
     out = {}
     for name, item in inputs.items():
+        if "values" not in item:
+            out[name] = item
+            continue
         values = item["values"]
         if kinds[name] == "image":
             values = augment_images(values)
         elif kinds[name] == "video":
             batch, frames = values.shape[:2]
             values = augment_images(values.flatten(0, 1)).view(batch, frames, *values.shape[2:])
-        elif kinds[name] == "audio":
+        elif kinds[name] == "audio" and values.dim() == 3:
             values = augment_spectrograms(values)
         out[name] = {**item, "values": values}
     return out

@@ -55,6 +55,14 @@ def parse_max_time(value: str | None) -> str | None:
     return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def trainer_precision(setting: str) -> str:
+    """bf16 mixed precision where the GPU has it (auto) or when asked; 32-bit otherwise."""
+    if setting == "bf16":
+        return "bf16-mixed"
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return "bf16-mixed" if setting == "auto" and gpu_bf16 else "32-true"
+
+
 def train_network(
     net: MultimodalNet,
     train: TensorBatches,
@@ -86,6 +94,7 @@ def train_network(
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
         enable_model_summary=False,
+        precision=trainer_precision(settings.precision),
     )
     started = time.perf_counter()
     trainer.fit(module, train, valid, ckpt_path=str(last) if resume and last.is_file() else None)

@@ -67,16 +67,23 @@ class PolymodalModule(L.LightningModule):
         self.log("val_score", score, prog_bar=True)
 
     def configure_optimizers(self) -> dict:
-        decay, no_decay = [], []
+        """AdamW without decay on norms, biases and embeddings; pretrained backbones at their
+        own (lower) learning rate; frozen weights left out."""
+        scales = self.net.learning_rate_scales()
+        groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
         for name, parameter in self.net.named_parameters():
-            if parameter.ndim < 2 or "embed" in name or "position" in name:
-                no_decay.append(parameter)
-            else:
-                decay.append(parameter)
+            if not parameter.requires_grad:
+                continue
+            decays = not (parameter.ndim < 2 or "embed" in name or "position" in name)
+            groups.setdefault((decays, scales.get(name, 1.0)), []).append(parameter)
         optimizer = torch.optim.AdamW(
             [
-                {"params": decay, "weight_decay": self.settings.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
+                {
+                    "params": params,
+                    "weight_decay": self.settings.weight_decay if decays else 0.0,
+                    "lr": self.settings.lr * scale,
+                }
+                for (decays, scale), params in groups.items()
             ],
             lr=self.settings.lr,
         )
