@@ -10,9 +10,9 @@ SYSTEM := .system-deps.stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# Pin torch first: this machine keeps a CPU build of 2.13.0 on disk, where a plain
-	# `torch` requirement could pull several GB of CUDA libraries.
-	$(PY) -m pip install --quiet "torch==2.13.0"
+	# Pin torch and torchvision first, as a pair that works together (timm needs torchvision):
+	# this machine keeps both wheels on disk; an unpinned pair could fetch a mismatched build.
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

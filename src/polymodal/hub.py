@@ -12,6 +12,7 @@ its weights in model.safetensors, so loading one needs neither the hub nor the s
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import socket
@@ -36,6 +37,14 @@ class PretrainedUnavailable(BadInputError):
     """A pretrained source that cannot be found or fetched; the message says how to fix it."""
 
 
+def require(library: str) -> None:
+    """Pretrained encoders are an optional install; say how to get them."""
+    if importlib.util.find_spec(library) is None:  # without importing it (timm takes seconds)
+        raise PretrainedUnavailable(
+            f"pretrained encoders need {library}: pip install 'polymodal[pretrained]'"
+        )
+
+
 @dataclass(frozen=True)
 class ResolvedSource:
     source: str  # as the user wrote it
@@ -47,8 +56,10 @@ def resolve_source(source: str, key: str = "text") -> ResolvedSource:
     """A source → a local folder, from the hub cache, a download, or the path itself. `key`
     (the column or kind it is for) only shapes the advice in error messages."""
     if source.startswith("hf:"):
+        require("transformers")
         return ResolvedSource(source, "hf", hub_folder(source[3:], source, key))
     if source.startswith("timm:"):
+        require("timm")
         return ResolvedSource(source, "timm", hub_folder(timm_repo(source[5:]), source, key))
     folder = Path(source).expanduser()
     config = folder / "config.json"
@@ -58,6 +69,7 @@ def resolve_source(source: str, key: str = "text") -> ResolvedSource:
             "(no config.json); use hf:NAME, timm:NAME or such a folder"
         )
     library = "timm" if "architecture" in json.loads(config.read_text()) else "hf"
+    require("timm" if library == "timm" else "transformers")
     return ResolvedSource(source, library, folder)
 
 
@@ -149,6 +161,7 @@ def read_architecture(resolved: ResolvedSource) -> dict:
 
 def build_backbone(library: str, architecture: dict, kind: str) -> nn.Module:
     """The backbone with random weights (for loading a saved polymodal model)."""
+    require("timm" if library == "timm" else "transformers")
     if library == "timm":
         import timm
 

@@ -61,6 +61,14 @@ class MultimodalNet(nn.Module):
                     scales[f"encoders.{index}.backbone.{name}"] = encoder.choice.lr_scale
         return scales
 
+    def frozen_state_names(self) -> set[str]:
+        """State-dict keys of frozen pretrained backbones: they never change while training."""
+        names = set()
+        for index, encoder in enumerate(self.encoders):
+            if getattr(encoder, "frozen", False):
+                names |= {f"encoders.{index}.backbone.{k}" for k in encoder.backbone.state_dict()}
+        return names
+
     def encode(self, batch: Batch) -> dict[str, EncodedInput]:
         encoded = {}
         for name, encoder in zip(self.input_names, self.encoders, strict=True):

@@ -295,3 +295,14 @@ def test_summarise_averages_equal_runs_of_real_tokens():
     assert summary[0, :, 0].tolist() == [2.0, 7.0]  # means of 0..4 and 5..9
     assert summary[1, :, 0].tolist() == [0.5, 2.5]  # means of 0..1 and 2..3; padding ignored
     assert kept.all()
+
+
+def test_gradient_checkpointing_is_switched_on_for_a_training_backbone(data, sources):
+    encoders = {
+        "text": {"source": str(sources["bert"]), "mode": "finetune", "gradient_checkpointing": True}
+    }
+    model = fit(data, ["comment"], encoders, epochs=1)
+    backbone = backbone_of(model, "comment")
+    assert backbone.is_gradient_checkpointing
+    equal, compared = matching(backbone, source_weights(sources["bert"]))
+    assert equal < compared  # and it still trained

@@ -235,26 +235,34 @@ def encode_pretrained_audio(
     cache: FeatureCache,
     row_ids: list[int] | None = None,
 ) -> FeatureColumn:
-    """The feature extractor's arrays, padded along their last axis; `lengths` counts the
-    real steps there (waveform samples for wav2vec2-style models)."""
+    """The pretrained feature extractor's arrays (cached like spectrograms), padded."""
     extractor = load_feature_extractor(state.pretrained)
-    rate, samples = state.settings.sample_rate, state.frames
     settings = {
         "kind": "audio",
         "extractor": state.pretrained.feature_extractor,
-        "samples": samples,
+        "samples": state.frames,
     }
-
-    def decode(_path: Path, data: bytes) -> np.ndarray:
-        wave = decode_waveform(data, rate)[:samples]
-        return extract_audio_features(extractor, wave, rate).astype(np.float16)
-
     arrays = decode_file_column(
-        cells, column=state.column, base_dir=base_dir, decode=decode, settings=settings,
-        log=log, cache=cache, row_ids=row_ids,
+        cells, column=state.column, base_dir=base_dir, settings=settings, log=log, cache=cache,
+        decode=lambda _path, data: pretrained_audio_features(
+            extractor, state, decode_waveform(data, state.settings.sample_rate)
+        ),
+        row_ids=row_ids,
     )  # fmt: skip
+    return pad_last_axis(arrays, state.frames)
+
+
+def pretrained_audio_features(extractor: object, state: AudioState, wave: np.ndarray) -> np.ndarray:
+    """A waveform cropped to the fitted length, through the pretrained feature extractor."""
+    rate = state.settings.sample_rate
+    return extract_audio_features(extractor, wave[: state.frames], rate).astype(np.float16)
+
+
+def pad_last_axis(arrays: list[np.ndarray | None], default: int) -> FeatureColumn:
+    """Per-row arrays padded with zeros to the largest; `lengths` counts the real steps on the
+    last axis (waveform samples for wav2vec2-style models)."""
     shapes = [a.shape for a in arrays if a is not None]
-    shape = tuple(np.max(shapes, axis=0)) if shapes else (samples,)
+    shape = tuple(np.max(shapes, axis=0)) if shapes else (default,)
     values = np.zeros((len(arrays), *shape), dtype=np.float16)
     lengths = np.zeros(len(arrays), dtype=np.int64)
     for index, array in enumerate(arrays):

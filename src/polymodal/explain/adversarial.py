@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from polymodal.data.video import STD as VIDEO_STD
 from polymodal.explain.runner import Runner
 from polymodal.explain.scoring import Truth, score
 from polymodal.model import Model
@@ -31,10 +30,8 @@ def epsilons_for(kind: str) -> tuple[list[float], str]:
 def feature_scale(model: Model, name: str) -> torch.Tensor:
     """How many feature units one unit of ε is (pixels are divided by the channel std)."""
     kind = model.net_.input_kinds[name]
-    if kind == "image":
+    if kind in ("image", "video"):
         return 1 / torch.tensor(model.schema_.input(name).std)[:, None, None]
-    if kind == "video":
-        return torch.tensor(1 / VIDEO_STD)
     return torch.tensor(1.0)
 
 

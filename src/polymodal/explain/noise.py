@@ -17,13 +17,19 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from polymodal.data.audio import decode_waveform, log_mel
+from polymodal.data.audio import (
+    AudioState,
+    decode_waveform,
+    log_mel,
+    pad_last_axis,
+    pretrained_audio_features,
+)
 from polymodal.data.column import is_missing
 from polymodal.data.files import resolve_path
+from polymodal.data.pretrained import load_feature_extractor
 from polymodal.data.problems import ProblemLog
 from polymodal.data.table import Table
 from polymodal.data.text import encode_text
-from polymodal.data.video import STD as VIDEO_STD
 from polymodal.explain.scoring import Features
 from polymodal.model import Model
 
@@ -46,10 +52,7 @@ def sweeps_for(model: Model, table: Table, features: Features, name: str) -> lis
     item = features[name]
     values = item["values"].float()
     if kind in ("image", "video"):
-        if kind == "image":
-            scale = torch.tensor(model.schema_.input(name).std)[:, None, None]
-        else:
-            scale = torch.tensor(VIDEO_STD)
+        scale = torch.tensor(model.schema_.input(name).std)[:, None, None]
         axes = (2, 3) if kind == "image" else (3, 4)
         return [
             Sweep(name, "gaussian noise", "σ (0–1 pixel scale)", [0.05, 0.1, 0.2, 0.4, 0.8],
@@ -121,17 +124,38 @@ def noisy_spectrograms(
     """White noise at `snr_db` added to each waveform, then log-mel, crop and normalise as
     `polymodal.data.audio.encode_audio` does."""
     state = model.schema_.input(name)
+    if state.pretrained:
+        return noisy_extracted(state, waves, snr_db, rng)
     values = np.zeros((len(waves), state.settings.n_mels, state.frames), dtype=np.float32)
     lengths = np.zeros(len(waves), dtype=np.int64)
     for index, wave in enumerate(waves):
         if wave is None:
             continue
-        power = max(float(np.mean(wave**2)), 1e-12)
-        noise = rng.normal(0.0, np.sqrt(power / 10 ** (snr_db / 10)), wave.shape)
-        mel = log_mel((wave + noise).astype(np.float32), state.settings)[:, : state.frames]
+        mel = log_mel(with_noise(wave, snr_db, rng), state.settings)[:, : state.frames]
         values[index, :, : mel.shape[1]] = (mel - state.mean) / state.std
         lengths[index] = mel.shape[1]
     return {"values": torch.from_numpy(values), "lengths": torch.from_numpy(lengths)}
+
+
+def noisy_extracted(
+    state: AudioState, waves: list, snr_db: float, rng: np.random.Generator
+) -> dict:
+    """The same noise, featurised by the pretrained encoder's feature extractor."""
+    extractor = load_feature_extractor(state.pretrained)
+    arrays = [
+        None
+        if wave is None
+        else pretrained_audio_features(extractor, state, with_noise(wave, snr_db, rng))
+        for wave in waves
+    ]
+    column = pad_last_axis(arrays, state.frames)
+    return {"values": torch.from_numpy(column.values), "lengths": torch.from_numpy(column.lengths)}
+
+
+def with_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    power = max(float(np.mean(wave**2)), 1e-12)
+    noise = rng.normal(0.0, np.sqrt(power / 10 ** (snr_db / 10)), wave.shape)
+    return (wave + noise).astype(np.float32)
 
 
 def drop_words(cell: object, p: float, rng: np.random.Generator) -> object:

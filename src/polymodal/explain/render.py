@@ -14,8 +14,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from polymodal.data.video import MEAN as VIDEO_MEAN  # noqa: E402
-from polymodal.data.video import STD as VIDEO_STD  # noqa: E402
 from polymodal.explain.attributions import InputAttribution  # noqa: E402
 from polymodal.explain.summaries import shares, valid_steps  # noqa: E402
 from polymodal.model import Model  # noqa: E402
@@ -64,10 +62,12 @@ def figure(model: Model, item: InputAttribution) -> plt.Figure | None:
     """A picture of one input's attributions; None for text (HTML) and tabular (one chart)."""
     if item.kind == "image":
         return image_figure(model, item)
+    if item.kind == "audio" and item.values.ndim == 1:  # a pretrained encoder's waveform
+        return waveform_figure(item, valid_steps(item))
     if item.kind == "audio":
         return audio_figure(item, valid_steps(item))
     if item.kind == "video":
-        return video_figure(item)
+        return video_figure(model, item)
     return None
 
 
@@ -108,11 +108,27 @@ def audio_figure(item: InputAttribution, frames: int) -> plt.Figure:
     return fig
 
 
-def video_figure(item: InputAttribution) -> plt.Figure:
+def waveform_figure(item: InputAttribution, samples: int) -> plt.Figure:
+    """The waveform and |attribution| summed over 100 equal stretches of it."""
+    wave, scores = item.values[:samples], np.abs(item.attributions[:samples])
+    stretches = np.array_split(scores, min(100, max(1, samples)))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 3.5))
+    top.plot(wave, linewidth=0.4, color="#333333")
+    top.set_title(f"{item.input}: waveform (as the feature extractor gives it)", fontsize=9)
+    bottom.bar(range(len(stretches)), [float(s.sum()) for s in stretches], color="#c0392b")
+    bottom.set_xlabel("time (hundredths of the clip)")
+    bottom.set_ylabel("|attribution|")
+    return fig
+
+
+def video_figure(model: Model, item: InputAttribution) -> plt.Figure:
     frames = item.values.shape[0]
     share = shares(np.abs(item.attributions).reshape(frames, -1).sum(axis=1))
     fig, axes = plt.subplots(2, frames, figsize=(1.3 * frames, 3), squeeze=False)
-    pixels = np.clip(item.values * VIDEO_STD + VIDEO_MEAN, 0, 1).transpose(0, 2, 3, 1)
+    state = model.schema_.input(item.input)
+    mean = np.asarray(state.mean)[:, None, None]
+    std = np.asarray(state.std)[:, None, None]
+    pixels = np.clip(item.values * std + mean, 0, 1).transpose(0, 2, 3, 1)
     for index in range(frames):
         axes[0, index].imshow(pixels[index])
         axes[0, index].axis("off")

@@ -27,6 +27,9 @@ def summarise(model: Model, item: InputAttribution) -> dict:
         side = mass.shape[0] // 4 or 1
         grid = mass[: side * 4, : side * 4].reshape(4, side, 4, side).sum(axis=(1, 3))
         return {"mass_4x4": np.asarray(shares(grid.reshape(-1))).reshape(4, 4).tolist()}
+    if item.kind == "audio" and scores.ndim == 1:  # a waveform: shares of 20 equal stretches
+        used = np.abs(scores[: valid_steps(item)])
+        return {"time_share": shares(np.array([s.sum() for s in np.array_split(used, 20)]))}
     if item.kind == "audio":
         used = np.abs(scores[:, : valid_steps(item)])
         return {"frame_share": shares(used.sum(axis=0)), "mel_share": shares(used.sum(axis=1))}

@@ -110,7 +110,10 @@ def train_network(
 def load_weights_from_checkpoint(net: MultimodalNet, path: Path) -> None:
     """The network's weights from a Lightning checkpoint (tensors only, no pickled objects)."""
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    net.load_state_dict({key.removeprefix("net."): value for key, value in state.items()})
+    weights = {key.removeprefix("net."): value for key, value in state.items()}
+    missing, unexpected = net.load_state_dict(weights, strict=False)
+    if unexpected or set(missing) - net.frozen_state_names():  # only frozen ones are left out
+        raise RuntimeError(f"{path} does not match the network: {unexpected or missing}")
 
 
 def remove_checkpoints(workdir: Path) -> None:

@@ -20,6 +20,14 @@ class PolymodalModule(L.LightningModule):
         self.settings = settings
         self.steps_per_epoch = steps_per_epoch
         self._valid_outputs: list[dict] = []
+        self.frozen_keys = {f"net.{name}" for name in net.frozen_state_names()}
+        self.strict_loading = not self.frozen_keys  # resuming: frozen weights are not saved
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Leave frozen backbones out of checkpoints: they never change, and a base-size one
+        would otherwise write hundreds of MB at every epoch."""
+        state = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in self.frozen_keys}
 
     def forward(self, inputs: dict) -> dict[str, torch.Tensor]:
         return self.net(inputs)
