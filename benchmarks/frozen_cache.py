@@ -34,14 +34,20 @@ from polymodal.data.cache import FeatureCache  # noqa: E402
 
 def base_size_bert(folder: Path, texts: list[str]) -> Path:
     """BERT-base's architecture, random weights, a vocabulary learned from `texts`."""
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from tokenizers import BertWordPieceTokenizer, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     wordpiece = BertWordPieceTokenizer(lowercase=True)
     wordpiece.train_from_iterator(texts, vocab_size=8000, show_progress=False)
-    wordpiece.save_model(str(folder))
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    backend = wordpiece._tokenizer  # the tokenizers.Tokenizer inside
+    ids = {token: backend.token_to_id(token) for token in ("[CLS]", "[SEP]")}
+    backend.post_processor = processors.BertProcessing(
+        ("[SEP]", ids["[SEP]"]), ("[CLS]", ids["[CLS]"])
+    )
+    special = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]"}
+    special |= {"sep_token": "[SEP]", "mask_token": "[MASK]"}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **special)
     tokenizer.save_pretrained(folder)
     BertModel(BertConfig(vocab_size=len(tokenizer))).save_pretrained(folder)
     return folder

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
+from tokenizers import Tokenizer
 
 from polymodal.config import Config, ConfigError
 from polymodal.data.cache import FeatureCache
@@ -96,6 +97,8 @@ def matching(backbone: torch.nn.Module, weights: dict[str, torch.Tensor]) -> tup
 def test_text_encoder_trains_in_each_mode(data, sources, mode):
     model = fit(data, ["comment"], {"text": {"source": str(sources["bert"]), "mode": mode}})
     assert len(model.predict(data)) == 32
+    tokenizer = Tokenizer.from_str(model.schema_.input("comment").tokenizer)
+    assert tokenizer.encode("Sample number 7").tokens == ["[CLS]", "sample", "number", "7", "[SEP]"]
     equal, compared = matching(backbone_of(model, "comment"), source_weights(sources["bert"]))
     assert compared >= 20
     lora = [n for n in backbone_of(model, "comment").state_dict() if "lora_" in n]
