@@ -11,6 +11,7 @@ from torch import nn
 
 from polymodal.config import ModelSettings
 from polymodal.data.features import FittedSchema, InputState
+from polymodal.data.problems import BadInputError
 from polymodal.encoders import DEFAULT_ENCODERS, ENCODERS, EncodedInput
 from polymodal.fusion import FUSIONS, Fused
 from polymodal.heads import HEADS
@@ -24,7 +25,12 @@ def encoder_name(state: InputState, settings: ModelSettings) -> str:
     if getattr(state, "pretrained", None):
         return f"pretrained_{state.kind}"
     choice = settings.encoder_choice(state.column, state.kind)
-    return choice.source if choice else DEFAULT_ENCODERS[state.kind]
+    name = choice.source if choice else DEFAULT_ENCODERS[state.kind]
+    if ENCODERS.tags(name).get("pretrained"):
+        raise BadInputError(
+            f"column '{state.column}': {name} is chosen by its source: hf:NAME, timm:NAME or a folder"
+        )
+    return name
 
 
 class MultimodalNet(nn.Module):

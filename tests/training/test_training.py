@@ -49,3 +49,13 @@ def test_max_time_in_minutes_or_lightning_format():
     assert parse_max_time("90.5") == "00:01:30:30"
     assert parse_max_time("00:02:00:00") == "00:02:00:00"
     assert parse_max_time(None) is None
+
+
+def test_precision_is_bf16_only_where_the_gpu_has_it(monkeypatch):
+    from polymodal.training.fit import trainer_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trainer_precision("auto") == "32-true" and trainer_precision("bf16") == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert trainer_precision("auto") == "bf16-mixed" and trainer_precision("32") == "32-true"
