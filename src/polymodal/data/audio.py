@@ -259,10 +259,13 @@ def pretrained_audio_features(extractor: object, state: AudioState, wave: np.nda
 
 
 def pad_last_axis(arrays: list[np.ndarray | None], default: int) -> FeatureColumn:
-    """Per-row arrays padded with zeros to the largest; `lengths` counts the real steps on the
-    last axis (waveform samples for wav2vec2-style models)."""
+    """Per-row arrays padded with zeros; `lengths` counts the real steps on the last axis.
+    Waveforms (wav2vec2-style inputs) always pad to the fitted length `default`: models that
+    read them without an attention mask see the padding, so it must not depend on which
+    rows share a batch or a chunk. Other arrays pad to the largest."""
     shapes = [a.shape for a in arrays if a is not None]
-    shape = tuple(np.max(shapes, axis=0)) if shapes else (default,)
+    waveforms = not shapes or len(shapes[0]) == 1
+    shape = (default,) if waveforms else tuple(np.max(shapes, axis=0))
     values = np.zeros((len(arrays), *shape), dtype=np.float16)
     lengths = np.zeros(len(arrays), dtype=np.int64)
     for index, array in enumerate(arrays):
