@@ -101,12 +101,22 @@ def hub_folder(repo: str, source: str, key: str = "text") -> Path:
     if why:
         raise PretrainedUnavailable(not_available_message(repo, source, key, why))
     try:
-        return Path(snapshot_download(repo, ignore_patterns=SKIPPED_FILES))
+        return Path(snapshot_download(repo, ignore_patterns=skipped_files(repo)))
     except Exception as error:  # any hub failure (unknown repo, gated model, lost connection)
         raise PretrainedUnavailable(
             f"could not download '{repo}' for encoder source '{source}': "
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         ) from None
+
+
+def skipped_files(repo: str) -> list[str]:
+    """Other frameworks' weights, and pickled PyTorch ones where safetensors are there too
+    (many repositories hold both: half the download for nothing)."""
+    from huggingface_hub import list_repo_files
+
+    if any(name.endswith(".safetensors") for name in list_repo_files(repo)):
+        return [*SKIPPED_FILES, "*.bin", "*.pt", "*.pth"]
+    return SKIPPED_FILES
 
 
 def not_available_message(repo: str, source: str, key: str, why: str) -> str:
