@@ -51,7 +51,7 @@ class ImageSettings(Strict):
 
 class AudioSettings(Strict):
     sample_rate: int = 16000
-    n_mels: int = 64
+    n_mels: int = 32
     n_fft: int = 400
     hop_length: int = 160
     max_seconds: float | None = Field(None, description="crop length; None: from the data")
@@ -112,7 +112,7 @@ def is_pretrained_source(source: str) -> bool:
 
 
 class ModelSettings(Strict):
-    dim: int = 128
+    dim: int = 64
     layers: int = 2
     heads: int = 4
     dropout: float = 0.1

@@ -42,7 +42,7 @@ def conv_block(channels_in: int, channels_out: int, stride: int) -> nn.Sequentia
 
 def small_cnn(channels: int, dim: int, first_stride: int) -> nn.Sequential:
     """Four stages, two of them halving the resolution after the first: [b, dim, h', w']."""
-    width = max(32, dim // 4)
+    width = max(16, dim // 4)
     return nn.Sequential(
         conv_block(channels, width, first_stride),
         conv_block(width, width * 2, 2),

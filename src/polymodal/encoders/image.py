@@ -17,7 +17,8 @@ class ImageCNN(nn.Module):
 
     def __init__(self, channels: int, size: int, dim: int, dropout: float) -> None:
         super().__init__()
-        first_stride = 1 if size <= 32 else 2  # large inputs are halved at once, for speed
+        # Halve at once, for speed, unless the last map would then be smaller than the grid.
+        first_stride = 2 if -(-size // 8) >= GRID else 1
         self.features = nn.Sequential(
             small_cnn(channels, dim, first_stride), nn.AdaptiveAvgPool2d(GRID)
         )
