@@ -41,7 +41,7 @@ def test_grey_images_stay_grey(tmp_path):
 
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "g.png")
     state = fit_image(["g.png"], "g", tmp_path, ImageSettings(), "g")
-    assert state.channels == 1 and state.size == 24
+    assert state.channels == 1 and state.size == 20, "kept at its own side, not rounded up"
 
 
 def test_audio_good_empty_undecodable_and_resampled(tmp_path):
