@@ -116,7 +116,7 @@ class ModelSettings(Strict):
     layers: int = 2
     heads: int = 4
     dropout: float = 0.1
-    fusion: str = "attention"
+    fusion: str = "concat"
     encoders: dict[str, str | EncoderChoice] = Field(
         default_factory=dict,
         description="encoder per kind or column: {image: image_cnn, text: hf:bert-base-uncased}",
@@ -135,7 +135,7 @@ class TrainSettings(Strict):
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
-    patience: int = 5
+    patience: int = 8
     warmup_fraction: float = 0.05
     max_time: str | None = Field(None, description="wall-clock limit, DD:HH:MM:SS or minutes")
     seed: int = 0

@@ -94,6 +94,7 @@ class PolymodalModule(L.LightningModule):
                 for (decays, scale), params in groups.items()
             ],
             lr=self.settings.lr,
+            foreach=True,  # one kernel per step for all weights; torch picks it only on CUDA
         )
         total = max(1, self.steps_per_epoch * self.settings.max_epochs)
         warmup = max(1, int(total * self.settings.warmup_fraction))
