@@ -145,7 +145,9 @@ class TrainSettings(Strict):
     )
     augment: bool = Field(False, description="random shifts (images), SpecAugment (audio)")
     precision: Literal["auto", "32", "bf16"] = Field(
-        "auto", description="auto: bf16 mixed precision on a GPU that has it, else 32-bit"
+        "auto",
+        description="auto: bf16 mixed precision where the GPU or CPU (AMX, AVX512-BF16) computes "
+        "bf16, else 32-bit",
     )
     strict: bool = False
 

@@ -51,11 +51,17 @@ def test_max_time_in_minutes_or_lightning_format():
     assert parse_max_time(None) is None
 
 
-def test_precision_is_bf16_only_where_the_gpu_has_it(monkeypatch):
+def test_precision_is_bf16_only_where_the_hardware_computes_it(monkeypatch):
     from polymodal.training.fit import trainer_precision
 
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert trainer_precision("auto") == "32-true" and trainer_precision("bf16") == "bf16-mixed"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert trainer_precision("auto") == "bf16-mixed" and trainer_precision("32") == "32-true"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert trainer_precision("auto") == "32-true", "an old GPU: the CPU's bf16 does not matter"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert trainer_precision("auto") == "bf16-mixed" and trainer_precision("32") == "32-true"

@@ -23,7 +23,7 @@ from polymodal.explain.runner import Runner
 from polymodal.explain.scoring import Features, take_rows
 from polymodal.model import Model
 
-STEPS = 32
+STEPS = 64  # with ReLU networks 32 left completeness errors near 0.1; 64 stays under 0.01
 EMBEDDING_KINDS = ("text", "category")
 
 

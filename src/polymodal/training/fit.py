@@ -55,12 +55,20 @@ def parse_max_time(value: str | None) -> str | None:
     return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic in hardware (AMX or AVX512-BF16): there bf16 mixed
+    precision trains about 15% faster; elsewhere it would be emulated, and slower."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def trainer_precision(setting: str) -> str:
-    """bf16 mixed precision where the GPU has it (auto) or when asked; 32-bit otherwise."""
-    if setting == "bf16":
-        return "bf16-mixed"
-    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return "bf16-mixed" if setting == "auto" and gpu_bf16 else "32-true"
+    """bf16 mixed precision where the hardware computes bf16 (auto) or when asked; else 32-bit."""
+    if setting != "auto":
+        return "bf16-mixed" if setting == "bf16" else "32-true"
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_computes_bf16() else "32-true"
 
 
 def train_network(
