@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from polymodal.config import TrainSettings
 from polymodal.network import MultimodalNet
+from polymodal.progress import progress_enabled
 from polymodal.training.batches import TensorBatches
 from polymodal.training.module import PolymodalModule
 
@@ -102,6 +103,7 @@ def train_network(
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
         enable_model_summary=False,
+        enable_progress_bar=progress_enabled(),
         precision=trainer_precision(settings.precision),
     )
     started = time.perf_counter()
