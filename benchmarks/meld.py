@@ -28,7 +28,8 @@ def main() -> None:
     os.environ.setdefault("POLYMODAL_PROGRESS", "0")
     folder = require(DATASETS / "raw" / "meld")
     train, dev, test = (folder / f"{s}_sent_emo.csv" for s in ("train", "dev", "test"))
-    runs = [("text only", ["Utterance"], "attention"), ("speaker only", ["Speaker"], "attention")]
+    # One input alone: the default fusion, as `polymodal compare` trains its unimodal models.
+    runs = [("text only", ["Utterance"], None), ("speaker only", ["Speaker"], None)]
     runs += [(f"fusion: {f}", ["Utterance", "Speaker"], f) for f in args.fusions.split(",")]
     print(machine())
     for name, inputs, fusion in runs:
