@@ -1,6 +1,7 @@
-"""Batching, augmentation, modality dropout and the time limit parser."""
+"""Batching, augmentation, modality dropout, the time limit parser, precision and history."""
 
 import numpy as np
+import pytest
 import torch
 
 from polymodal.network import drop_modalities
@@ -65,3 +66,43 @@ def test_precision_is_bf16_only_where_the_hardware_computes_it(monkeypatch):
     assert trainer_precision("auto") == "32-true", "an old GPU: the CPU's bf16 does not matter"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert trainer_precision("auto") == "bf16-mixed" and trainer_precision("32") == "32-true"
+
+
+def test_history_holds_each_epochs_mean_training_loss(tmp_path, monkeypatch):
+    """The training loss is summed per step and logged once an epoch: its mean, not the last
+    step's; and with POLYMODAL_PROGRESS=0 Lightning draws no progress bar."""
+    import lightning as L
+
+    from polymodal import Model
+    from polymodal.training.module import PolymodalModule
+    from tests.media import shapes_and_tones, tiny_config
+
+    steps: list[float] = []
+    combined_loss = PolymodalModule.combined_loss
+
+    def recorded(self, outputs, targets):
+        loss = combined_loss(self, outputs, targets)
+        if self.net.training:
+            steps.append(float(loss))
+        return loss
+
+    bars = []
+    fit = L.Trainer.fit
+
+    def watched(trainer, *args, **kwargs):
+        bars.append(trainer.progress_bar_callback)
+        return fit(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(PolymodalModule, "combined_loss", recorded)
+    monkeypatch.setattr(L.Trainer, "fit", watched)
+    monkeypatch.setenv("POLYMODAL_PROGRESS", "0")
+    data = shapes_and_tones(tmp_path / "data", rows=48)
+    config = tiny_config(max_epochs=2, batch_size=8)
+    model = Model(target="label", inputs=["picture", "sound"], config=config).fit(data)
+    history = model.metrics_["history"]
+    per_epoch = len(steps) // len(history)
+    assert len(history) == 2 and per_epoch > 1 and len(steps) == 2 * per_epoch
+    for epoch, row in enumerate(history):
+        mean = np.mean(steps[epoch * per_epoch : (epoch + 1) * per_epoch])
+        assert row["train_loss"] == pytest.approx(mean, rel=1e-4)
+    assert bars == [None]
