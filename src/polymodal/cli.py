@@ -246,13 +246,13 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="folder for data and model")] = Path(
         "demo_out"
     ),
-    rows: Annotated[int, typer.Option(help="rows to generate")] = 800,
+    rows: Annotated[int | None, typer.Option(help="rows to generate (1600)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing demo folder")] = False,
 ) -> None:
     """Generate an offline multimodal data set, train on it, and show what to try next."""
-    from polymodal.demo import run_demo
+    from polymodal.demo import DEMO_ROWS, run_demo
 
-    run_demo(out_dir, rows=rows, overwrite=overwrite, printer=out)
+    run_demo(out_dir, rows=rows or DEMO_ROWS, overwrite=overwrite, printer=out)
 
 
 @app.command()
