@@ -19,8 +19,7 @@ class AudioCNN(nn.Module):
     def __init__(self, state: AudioState, settings: ModelSettings) -> None:
         super().__init__()
         dim = settings.dim
-        cells = -(-state.settings.n_mels // 2) * -(-state.frames // 2)
-        self.features = small_cnn(1, dim, first_stride=2, first_cells=cells)
+        self.features = small_cnn(1, dim, 2, state.settings.n_mels, state.frames)
         self.position = nn.Parameter(torch.randn(1, -(-state.frames // DOWNSAMPLE), dim) * 0.02)
         self.dropout = nn.Dropout(settings.dropout)
         self.norm = nn.LayerNorm(dim)

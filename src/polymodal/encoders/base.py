@@ -44,16 +44,17 @@ def conv_block(channels_in: int, channels_out: int, stride: int) -> nn.Sequentia
 FIRST_STAGE_VALUES = 8192  # per example: bounds the costliest, full-resolution stage
 
 
-def small_cnn(channels: int, dim: int, first_stride: int, first_cells: int) -> nn.Sequential:
+def small_cnn(channels: int, dim: int, first_stride: int, height: int, width: int) -> nn.Sequential:
     """Four stages, two of them halving the resolution after the first: [b, dim, h', w'].
 
-    `first_cells` is the first stage's map size (height × width): large maps get a narrower
-    first stage (16 to 32 channels, at least dim / 4), so their cost stays bounded."""
-    width = max(dim // 4, min(32, max(16, FIRST_STAGE_VALUES // max(1, first_cells))))
-    middle = max(width, dim // 2)
+    `height` × `width` is the input's size: a large first-stage map gets a narrower first
+    stage (16 to 32 channels, at least dim / 4), so its cost stays bounded."""
+    first_cells = -(-height // first_stride) * -(-width // first_stride)
+    first = max(dim // 4, min(32, max(16, FIRST_STAGE_VALUES // max(1, first_cells))))
+    middle = max(first, dim // 2)
     return nn.Sequential(
-        conv_block(channels, width, first_stride),
-        conv_block(width, middle, 2),
+        conv_block(channels, first, first_stride),
+        conv_block(first, middle, 2),
         conv_block(middle, dim, 2),
         conv_block(dim, dim, 1),
     )

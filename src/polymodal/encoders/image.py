@@ -19,9 +19,8 @@ class ImageCNN(nn.Module):
         super().__init__()
         # Halve at once, for speed, unless the last map would then be smaller than the grid.
         first_stride = 2 if -(-size // 8) >= GRID else 1
-        cells = (-(-size // first_stride)) ** 2
         self.features = nn.Sequential(
-            small_cnn(channels, dim, first_stride, cells), nn.AdaptiveAvgPool2d(GRID)
+            small_cnn(channels, dim, first_stride, size, size), nn.AdaptiveAvgPool2d(GRID)
         )
         self.position = nn.Parameter(torch.randn(1, GRID * GRID, dim) * 0.02)
         self.dropout = nn.Dropout(dropout)
