@@ -23,6 +23,7 @@ from common import DATASETS, ROOT, machine, require
 sys.path.insert(0, str(ROOT / "src"))
 
 from polymodal.data.table import Table, read_table  # noqa: E402
+from polymodal.explain import explain
 from polymodal.model import Model  # noqa: E402
 
 POLYMODAL = Path(sys.executable).parent / "polymodal"
@@ -65,7 +66,7 @@ def main() -> None:
         print(f"{dropout:>5} {scores[0]:>7.3f} {scores[1]:>9.3f} {scores[2]:>9.3f} {seconds:>8.0f}")
         folders.append(folder)
 
-    found = Model.load(folders[0]).explain(test, rows=[0]).contributions
+    found = explain(Model.load(folders[0]), test, rows=[0]).contributions
     total = sum(found.metric_contributions.values())
     shares = ", ".join(f"{name} {value:+.4f}" for name, value in found.metric_contributions.items())
     print(f"contributions to test accuracy ({folders[0].name}): {shares}")

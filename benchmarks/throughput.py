@@ -25,10 +25,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from polymodal.config import Config, TargetConfig  # noqa: E402
 from polymodal.data.cache import FeatureCache  # noqa: E402
-from polymodal.data.features import encode_inputs, encode_targets, fit_schema  # noqa: E402
+from polymodal.data.features import encode_inputs, fit_schema  # noqa: E402
 from polymodal.data.problems import ProblemLog  # noqa: E402
 from polymodal.data.table import read_table  # noqa: E402
 from polymodal.network import MultimodalNet  # noqa: E402
+from polymodal.tasks import encode_targets  # noqa: E402
 from polymodal.training.batches import TensorBatches, to_tensors  # noqa: E402
 from polymodal.training.fit import train_network, trainer_precision  # noqa: E402
 from polymodal.training.module import PolymodalModule  # noqa: E402
@@ -102,7 +103,7 @@ def main() -> None:
     features = to_tensors(encode_inputs(schema, table, ProblemLog(), FeatureCache()))
     targets = {
         k: (torch.from_numpy(v), torch.from_numpy(m))
-        for k, (v, m) in encode_targets(schema, table).items()
+        for k, (v, m) in encode_targets(schema.targets, table).items()
     }
     settings = config.train
     size = settings.batch_size

@@ -1,6 +1,11 @@
 """End to end through the command line, on generated data."""
 
+import io
 import json
+import re
+import subprocess
+import sys
+import warnings
 
 import pandas as pd
 import pytest
@@ -241,3 +246,37 @@ def test_demo_trains_reports_and_refuses_to_overwrite(tmp_path):
     assert "What to look at next" in result.output
     again = invoke("demo", "--out", str(out), "--rows", "64")
     assert again.exit_code != 0 and "--overwrite" in again.output
+
+
+LIBRARY_LINES = ("GPU available", "TPU available", "HPU available", "Tip:", "LOCAL_RANK")
+LIBRARY_WORDS = ("litlogger", "Trainer")
+
+
+def test_train_shows_polymodal_lines_only(tmp_path):
+    """No Lightning banners or tips, and a warning is one `warning:` line, in a real process
+    (the command line sets this up before Lightning is imported)."""
+    from polymodal.demo import make_demo_data
+
+    data = make_demo_data(tmp_path / "demo", rows=40)
+    args = ["train", str(data), "--target", "label", "--epochs", "1", "--no-report"]
+    result = subprocess.run(
+        [sys.executable, "-m", "polymodal.cli", *args, "--out", str(tmp_path / "m")],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    assert "model saved to" in text
+    for unwanted in (*LIBRARY_LINES, *LIBRARY_WORDS):
+        assert unwanted not in text, text
+    assert not re.search(r"\.py:\d+: ", text), "a warning in Python's multi-line format"
+
+
+def test_warnings_print_as_one_line():
+    from polymodal.terminal import show_warning
+
+    stream = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda *args, **kw: show_warning(*args[:4], file=stream)
+        warnings.warn("a column is\n  mostly   empty", UserWarning, stacklevel=1)
+    assert stream.getvalue() == "warning: a column is mostly empty\n"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
-__all__ = ["Model", "__version__"]
+from polymodal.version import __version__
+
+__all__ = ["Model", "__version__", "apply_preset"]
 
 if TYPE_CHECKING:
     from polymodal.model import Model
+    from polymodal.presets import apply_preset
 
 
 def __getattr__(name: str) -> object:
@@ -18,4 +20,8 @@ def __getattr__(name: str) -> object:
         from polymodal.model import Model
 
         return Model
+    if name == "apply_preset":
+        from polymodal.presets import apply_preset
+
+        return apply_preset
     raise AttributeError(f"module 'polymodal' has no attribute {name!r}")

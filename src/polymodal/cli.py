@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
-import warnings
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table as RichTable
 
-from polymodal.config import ConfigError, load_config
+from polymodal import options as opt
+from polymodal.config import ConfigError
+from polymodal.options import split_list
+from polymodal.terminal import (
+    console,
+    out,
+    print_comparison,
+    print_metrics,
+    print_problems,
+    print_target_metrics,
+    quiet_libraries,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -23,16 +30,6 @@ app = typer.Typer(
     help="Train, evaluate and use multimodal models over tables of text, images, audio, "
     "video, numbers and categories.",
 )
-console = Console(stderr=True)
-out = Console()
-
-
-def quiet_libraries() -> None:
-    """Keep Lightning's tips and PyTorch's warnings out of the user's way."""
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def friendly_errors(command: Any) -> Any:
@@ -53,10 +50,6 @@ def friendly_errors(command: Any) -> Any:
     return run
 
 
-def split_list(value: str | None) -> list[str] | None:
-    return [part.strip() for part in value.split(",") if part.strip()] if value else None
-
-
 def fresh_output(data: Path, targets: list[str]) -> Path:
     """runs/<table>-<target>, with -2, -3, ... so an earlier run is never overwritten."""
     base = Path("runs") / f"{data.stem}-{'-'.join(targets)}"
@@ -70,18 +63,24 @@ def fresh_output(data: Path, targets: list[str]) -> Path:
 @app.command()
 @friendly_errors
 def train(
-    data: Annotated[Path, typer.Argument(help="table: CSV, Parquet or JSONL")],
-    target: Annotated[str, typer.Option(help="target column(s), comma-separated")],
-    config: Annotated[Path | None, typer.Option(help="YAML config")] = None,
-    inputs: Annotated[str | None, typer.Option(help="input columns, comma-separated")] = None,
-    fusion: Annotated[str | None, typer.Option(help="concat, late or attention")] = None,
+    data: Annotated[
+        Path, typer.Argument(help="table (CSV, Parquet, JSONL) or a folder made by `prepare`")
+    ],
+    target: Annotated[
+        str | None,
+        typer.Option(help="target column(s), comma-separated (not for a prepared folder)"),
+    ] = None,
+    config: opt.ConfigFile = None,
+    inputs: opt.Inputs = None,
+    fusion: opt.Fusion = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="model folder")] = None,
     valid: Annotated[Path | None, typer.Option(help="separate validation table")] = None,
-    epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
-    max_time: Annotated[str | None, typer.Option(help="minutes, or DD:HH:MM:SS")] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    modality_dropout: Annotated[float | None, typer.Option(help="drop whole inputs")] = None,
-    strict: Annotated[bool, typer.Option(help="stop at the first bad cell or file")] = False,
+    epochs: opt.Epochs = None,
+    max_time: opt.MaxTime = None,
+    seed: opt.Seed = None,
+    modality_dropout: opt.ModalityDropout = None,
+    strict: opt.Strict = None,
+    augment: opt.Augment = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
     resume: Annotated[
         bool, typer.Option(help="continue from the folder's last checkpoint")
@@ -89,48 +88,27 @@ def train(
     report: Annotated[
         bool, typer.Option(help="write report.html (no robustness sweeps: see `report`)")
     ] = True,
-    encoder: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="KIND|COLUMN=SOURCE: hf:NAME, timm:NAME, a saved folder or an encoder name "
-            "(repeatable), e.g. text=hf:bert-base-uncased"
-        ),
-    ] = None,
-    encoder_mode: Annotated[
-        list[str] | None,
-        typer.Option(help="frozen, finetune or lora, for all pretrained encoders or KIND=MODE"),
-    ] = None,
-    preset: Annotated[
-        str | None, typer.Option(help="fast (from scratch) or accurate (pretrained encoders)")
-    ] = None,
-    gradient_checkpointing: Annotated[
-        bool, typer.Option(help="pretrained encoders that train: less memory, more compute")
-    ] = False,
+    encoder: opt.Encoder = None,
+    encoder_mode: opt.EncoderMode = None,
+    preset: opt.Preset = None,
+    gradient_checkpointing: opt.GradientCheckpointing = None,
 ) -> None:
     """Train a model and write its folder (weights, config, metrics, report.html)."""
-    from polymodal.presets import configure_encoders
-
-    settings = load_config(config)
-    configure_encoders(settings, encoder or [], preset, encoder_mode or [], gradient_checkpointing)
-    targets = split_list(target) or []
-    check_pretrained_sources(settings, data, targets, split_list(inputs))
+    settings = opt.settings_from(config, locals())
+    targets = [t.column for t in settings.targets]
+    prepared = data.is_dir()  # a folder written by `polymodal prepare`
+    if not prepared:
+        check_pretrained_sources(settings, data, targets)
 
     from polymodal.model import Model
 
-    train_settings = settings.train
-    for name, value in (("max_epochs", epochs), ("max_time", max_time), ("seed", seed)):
-        if value is not None:
-            setattr(train_settings, name, value)
-    if modality_dropout is not None:
-        train_settings.modality_dropout = modality_dropout
-    train_settings.strict = strict or train_settings.strict
-    folder = out_dir or fresh_output(data, targets)
-    model = Model(target=targets, inputs=split_list(inputs), fusion=fusion, config=settings)
+    folder = out_dir or fresh_output(data, targets or ["prepared"])
+    model = Model(config=settings)  # from a prepared folder: its data settings, these for training
     model.fit(data, valid=valid, out=folder, overwrite=overwrite, resume=resume)
     print_metrics(model.metrics_)
     print_problems(model.metrics_.get("problems", []))
     out.print(f"model saved to [bold]{folder}[/]")
-    if report:
+    if report and not prepared:  # the report reads the table's files
         from polymodal.explain.report import training_report
 
         try:
@@ -142,9 +120,34 @@ def train(
             out.print(f"report written to [bold]{path}[/]")
 
 
-def check_pretrained_sources(
-    settings: Any, data: Path, targets: list[str], inputs: list[str] | None
+@app.command()
+@friendly_errors
+def prepare(
+    data: Annotated[Path, typer.Argument(help="table: CSV, Parquet or JSONL")],
+    target: opt.Target,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the prepared data")],
+    config: opt.ConfigFile = None,
+    inputs: opt.Inputs = None,
+    valid: Annotated[Path | None, typer.Option(help="separate validation table")] = None,
+    seed: opt.Seed = None,
+    strict: opt.Strict = None,
+    encoder: opt.Encoder = None,
+    encoder_mode: opt.EncoderMode = None,
+    preset: opt.Preset = None,
 ) -> None:
+    """Everything before training, written to a folder: the split, the fitted schema, decoded
+    features and frozen encoders' embeddings. `polymodal train FOLDER` trains from it in any
+    process, without decoding a file again."""
+    settings = opt.settings_from(config, locals())
+    check_pretrained_sources(settings, data, [t.column for t in settings.targets])
+
+    from polymodal.model import Model
+
+    Model(config=settings).prepare(data, out_dir, valid=valid)
+    out.print(f"prepared data written to [bold]{out_dir}[/]; train with: polymodal train {out_dir}")
+
+
+def check_pretrained_sources(settings: Any, data: Path, targets: list[str]) -> None:
     """Find the pretrained sources the table's columns use before torch loads, so one that
     is unavailable fails within seconds with its one-line message."""
     if not settings.model.encoders:
@@ -153,8 +156,7 @@ def check_pretrained_sources(
     from polymodal.data.table import read_table
     from polymodal.hub import resolve_source
 
-    selected = settings.model_copy(update={"inputs": inputs or settings.inputs})
-    for column, kind in resolve_inputs(read_table(data), selected, targets).items():
+    for column, kind in resolve_inputs(read_table(data), settings, targets).items():
         choice = settings.model.encoder_choice(column, kind)
         if choice and choice.pretrained:
             resolve_source(choice.source, column)
@@ -209,12 +211,14 @@ def evaluate(
     """Metrics on a labelled table: accuracy, F1, confusion matrix; RMSE, MAE, R².
 
     --robustness and --group-by add their results under each target in the JSON."""
+    from polymodal.data.problems import ProblemLog
     from polymodal.model import Model
 
     model = Model.load(model_dir)
-    report = model.evaluate(data)
+    log = ProblemLog(table=str(data))
+    report = model.evaluate(data, log)
     print_target_metrics("evaluation", report)
-    print_problems([vars(p) for p in model.last_problems_.problems])
+    print_problems([vars(p) for p in log.problems])
     if robustness or group_by:
         add_stress_tests(model, data, report, robustness, adversarial, group_by or [])
     if json_out:
@@ -259,65 +263,66 @@ def demo(
 @friendly_errors
 def compare(
     data: Annotated[Path, typer.Argument(help="table: CSV, Parquet or JSONL")],
-    target: Annotated[str, typer.Option(help="target column")],
+    target: opt.Target,
     seeds: Annotated[int, typer.Option(help="seeds per configuration")] = 3,
-    config: Annotated[Path | None, typer.Option(help="YAML config")] = None,
-    inputs: Annotated[str | None, typer.Option(help="input columns, comma-separated")] = None,
     fusions: Annotated[str | None, typer.Option(help="fusions to compare")] = None,
-    epochs: Annotated[int | None, typer.Option(help="maximum epochs, every run")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the results")] = Path(
         "comparison"
     ),
     overwrite: Annotated[bool, typer.Option(help="replace earlier results")] = False,
+    config: opt.ConfigFile = None,
+    inputs: opt.Inputs = None,
+    fusion: opt.Fusion = None,
+    epochs: opt.Epochs = None,
+    max_time: opt.MaxTime = None,
+    seed: opt.Seed = None,
+    modality_dropout: opt.ModalityDropout = None,
+    strict: opt.Strict = None,
+    augment: opt.Augment = None,
+    encoder: opt.Encoder = None,
+    encoder_mode: opt.EncoderMode = None,
+    preset: opt.Preset = None,
+    gradient_checkpointing: opt.GradientCheckpointing = None,
 ) -> None:
-    """Each unimodal model, each fusion and a unimodal ensemble, side by side."""
+    """Each unimodal model, each fusion and a unimodal ensemble, side by side; every run
+    takes the config options `train` takes (--fusion: the unimodal runs' fusion)."""
+    from polymodal.data.problems import BadInputError
     from polymodal.evaluation.compare import compare as run_compare
     from polymodal.evaluation.compare import write_comparison
 
     if (out_dir / "comparison.json").exists() and not overwrite:
         raise FileExistsError(f"{out_dir}/comparison.json exists; pass --overwrite to replace it")
-    settings = load_config(config)
-    settings.inputs = split_list(inputs) or settings.inputs
-    if epochs is not None:
-        settings.train.max_epochs = epochs
+    settings = opt.settings_from(config, locals())
+    if len(settings.targets) != 1:
+        raise BadInputError(f"compare takes one target column, not {target!r}")
     result = run_compare(
-        data, target, settings, seeds=seeds, fusions=split_list(fusions), log=console.print
-    )
+        data, settings.targets[0].column, settings, seeds=seeds, fusions=split_list(fusions),
+        log=console.print,
+    )  # fmt: skip
     print_comparison(result)
     json_path, html_path = write_comparison(result, out_dir)
     out.print(f"written: [bold]{json_path}[/] and [bold]{html_path}[/]")
 
 
-def print_comparison(result: dict) -> None:
-    view = RichTable(title=f"{result['target']}: test {result['metric']} over seeds")
-    for header in ("configuration", "metric", "train s", "parameters"):
-        view.add_column(header, justify="left" if header == "configuration" else "right")
-    for row in result["configurations"]:
-        view.add_row(
-            row["name"], f"{row['mean']:.4f} ± {row['std']:.4f}", f"{row['seconds']:.0f}",
-            f"{row['parameters']:,}",
-        )  # fmt: skip
-    out.print(view)
-    gain = result.get("modality_gain")
-    if gain:
-        ratio = f", error ratio {gain['error_ratio']:.2f}" if gain.get("error_ratio") else ""
-        out.print(
-            f"modality gain: {gain['best_multimodal']} vs {gain['best_unimodal']}: "
-            f"{gain['gain']:+.4f} ± {gain['standard_error']:.4f}{ratio}"
-        )
-
-
 @app.command("list")
 @friendly_errors
 def list_components(
-    kind: Annotated[str, typer.Argument(help="encoders, fusions or heads")] = "encoders",
+    kind: Annotated[
+        str, typer.Argument(help="encoders, fusions, tasks or modalities")
+    ] = "encoders",
 ) -> None:
     """List registered components."""
     from polymodal.encoders import ENCODERS
     from polymodal.fusion import FUSIONS
-    from polymodal.heads import HEADS
+    from polymodal.modalities import MODALITIES
+    from polymodal.tasks import TASKS
 
-    registries = {"encoders": ENCODERS, "fusions": FUSIONS, "heads": HEADS}
+    registries = {
+        "encoders": ENCODERS,
+        "fusions": FUSIONS,
+        "tasks": TASKS,
+        "modalities": MODALITIES,
+    }
     if kind not in registries:
         raise KeyError(f"unknown component kind {kind!r}; known: {', '.join(registries)}")
     registry = registries[kind]
@@ -342,6 +347,7 @@ def explain(
     """Why the model predicts what it does: each input's contribution, and attributions
     inside each input (PNGs, explanations.json, explain.html)."""
     from polymodal.data.problems import BadInputError
+    from polymodal.explain import explain as explain_model
     from polymodal.explain import write_explanations
     from polymodal.model import Model
 
@@ -352,7 +358,7 @@ def explain(
     except ValueError:
         raise BadInputError(f"--rows takes 0-based row numbers like 0,5,9, not {rows!r}") from None
     model = Model.load(model_dir)
-    explanation = model.explain(data, rows=chosen, target=target)
+    explanation = explain_model(model, data, rows=chosen, target=target)
     written = write_explanations(explanation, model, out_dir)
     found = explanation.contributions
     if found.metric is not None:
@@ -448,58 +454,6 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         console.print(f"[yellow]warning:[/] listening on {host} without --api-key")
     run_server(settings)
-
-
-def print_metrics(metrics: dict) -> None:
-    for split in ("valid", "test"):
-        if split in metrics:
-            print_target_metrics(split, metrics[split])
-    seconds = metrics.get("train_seconds", 0)
-    epochs = len(metrics.get("history", []))
-    out.print(f"trained {epochs} epochs in {seconds:.0f} s; best epoch {metrics.get('best_epoch')}")
-
-
-def print_target_metrics(title: str, report: dict) -> None:
-    view = RichTable(title=title)
-    view.add_column("target")
-    view.add_column("metric")
-    view.add_column("value", justify="right")
-    for target, values in report.items():
-        for name, value in values.items():
-            if isinstance(value, float):
-                view.add_row(target, name, f"{value:.4f}")
-            elif name == "rows":
-                view.add_row(target, name, str(value))
-    out.print(view)
-    for target, values in report.items():
-        if "confusion_matrix" in values and len(values["classes"]) <= 12:
-            print_confusion(target, values["classes"], values["confusion_matrix"])
-
-
-def print_confusion(target: str, classes: list[str], matrix: list[list[int]]) -> None:
-    view = RichTable(title=f"{target}: confusion matrix (rows true, columns predicted)")
-    view.add_column("")
-    for name in classes:
-        view.add_column(name[:10], justify="right")
-    for name, row in zip(classes, matrix, strict=True):
-        view.add_row(name[:10], *map(str, row))
-    out.print(view)
-
-
-def print_problems(problems: list[dict], limit: int = 20) -> None:
-    if not problems:
-        return
-    view = RichTable(title=f"{len(problems)} input problems (rows kept, the input masked)")
-    for header in ("table", "row", "column", "file", "reason"):
-        view.add_column(header)
-    for problem in problems[:limit]:
-        view.add_row(
-            Path(problem.get("table") or "").name, str(problem["row"]), problem["column"],
-            problem.get("path") or "", problem["reason"],
-        )  # fmt: skip
-    console.print(view)
-    if len(problems) > limit:
-        console.print(f"... and {len(problems) - limit} more (see metrics.json)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

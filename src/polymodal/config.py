@@ -14,11 +14,6 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-Kind = Literal["text", "image", "audio", "video", "number", "category"]
-Task = Literal["multiclass", "binary", "multilabel", "regression"]
-KINDS: tuple[str, ...] = ("text", "image", "audio", "video", "number", "category")
-FILE_KINDS: tuple[str, ...] = ("image", "audio", "video")  # cells hold paths to files
-
 
 class Strict(BaseModel):
     """A settings object that rejects unknown keys, so a typo in YAML is an error."""
@@ -33,13 +28,17 @@ class ColumnConfig(Strict):
     of the video column `clip` as an audio input of its own.
     """
 
-    kind: Kind | None = None
+    kind: str | None = Field(
+        None, description="a registered modality (polymodal.modalities); None: inferred"
+    )
     source: str | None = None
 
 
 class TargetConfig(Strict):
     column: str
-    task: Task | None = None
+    task: str | None = Field(
+        None, description="a registered task (polymodal list tasks); None: inferred from the values"
+    )
     weight: float = Field(1.0, gt=0, description="weight of this target's loss in the sum")
     separator: str = Field("|", description="splits multi-label cells such as 'a|b'")
 

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from rich.console import Console
 
 from polymodal.data.problems import BadInputError
+from polymodal.terminal import print_metrics
 
 SHAPES = ("circle", "square")
 PITCHES = {"low": 330.0, "high": 1320.0}
@@ -79,7 +80,6 @@ def make_demo_data(folder: Path, rows: int = DEMO_ROWS, seed: int = 0) -> Path:
 
 
 def run_demo(folder: Path, rows: int, overwrite: bool, printer: Console) -> None:
-    from polymodal.cli import print_metrics
     from polymodal.explain.report import training_report
     from polymodal.model import Model
 

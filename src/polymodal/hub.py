@@ -169,8 +169,9 @@ def read_architecture(resolved: ResolvedSource) -> dict:
     return AutoConfig.from_pretrained(resolved.folder).to_dict()
 
 
-def build_backbone(library: str, architecture: dict, kind: str) -> nn.Module:
-    """The backbone with random weights (for loading a saved polymodal model)."""
+def build_backbone(library: str, architecture: dict, tower: str | None) -> nn.Module:
+    """The backbone with random weights (for loading a saved polymodal model); `tower` is the
+    modality's attribute in two-tower models (`text_model`)."""
     require("timm" if library == "timm" else "transformers")
     if library == "timm":
         import timm
@@ -180,10 +181,10 @@ def build_backbone(library: str, architecture: dict, kind: str) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.for_model(**architecture)
-    return modality_tower(AutoModel.from_config(config), kind)
+    return modality_tower(AutoModel.from_config(config), tower)
 
 
-def load_backbone(resolved: ResolvedSource, kind: str) -> nn.Module:
+def load_backbone(resolved: ResolvedSource, tower: str | None) -> nn.Module:
     """The backbone with its pretrained weights."""
     if resolved.library == "timm":
         import timm
@@ -191,16 +192,15 @@ def load_backbone(resolved: ResolvedSource, kind: str) -> nn.Module:
         return timm.create_model(f"local-dir:{resolved.folder}", pretrained=True, num_classes=0)
     from transformers import AutoModel
 
-    return modality_tower(AutoModel.from_pretrained(resolved.folder), kind)
+    return modality_tower(AutoModel.from_pretrained(resolved.folder), tower)
 
 
-def modality_tower(model: nn.Module, kind: str) -> nn.Module:
+def modality_tower(model: nn.Module, tower: str | None) -> nn.Module:
     """The part of a model that reads one modality: CLIP-style models hold a text and a vision
-    tower, encoder-decoder audio models (Whisper) an encoder."""
-    if kind == "text" and hasattr(model, "text_model"):
-        return model.text_model
-    if kind in ("image", "video") and hasattr(model, "vision_model"):
-        return model.vision_model
+    tower (the modality names its attribute), encoder-decoder audio models (Whisper) an
+    encoder."""
+    if tower and hasattr(model, tower):
+        return getattr(model, tower)
     if getattr(model.config, "is_encoder_decoder", False):
         return model.get_encoder()
     return model

@@ -1,7 +1,7 @@
 """`polymodal.Model`: one estimator with fit / predict / predict_proba / evaluate / save / load.
 
-`fit` reads as the recipe: table → split → schema → features → network → train → metrics →
-save. Learned state ends with `_`, as in scikit-learn.
+`fit` reads as the recipe: prepare (split → schema → features, on disk) → network → train →
+metrics → save. Learned state ends with `_`, as in scikit-learn.
 """
 
 from __future__ import annotations
@@ -9,26 +9,22 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from polymodal import __version__
 from polymodal.config import Config, TargetConfig, load_config
 from polymodal.data.cache import FeatureCache
-from polymodal.data.features import FittedSchema, encode_inputs, encode_targets, fit_schema
+from polymodal.data.features import FittedSchema, encode_inputs
 from polymodal.data.problems import BadInputError, ProblemLog
-from polymodal.data.schema import file_columns, resolve_inputs
-from polymodal.data.table import Table, read_table, split_rows
-from polymodal.data.targets import TargetState
-from polymodal.evaluation.metrics import target_metrics
+from polymodal.data.table import Table, read_table
 from polymodal.network import MultimodalNet
+from polymodal.tasks import Task, encode_targets
 from polymodal.training.batches import TensorBatches, to_tensors
+from polymodal.training.datamodule import Part, PolymodalDataModule, Prepared, is_prepared
 from polymodal.training.embeddings import embed_frozen_inputs
 from polymodal.training.fit import (
     CHECKPOINTS,
@@ -37,13 +33,21 @@ from polymodal.training.fit import (
     remove_checkpoints,
     train_network,
 )
-
-if TYPE_CHECKING:
-    from polymodal.explain import Explanation
+from polymodal.version import __version__
 
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
+PREPARED_DIR = ".prepared"  # inside the output folder while training; removed after
 PREDICT_BATCH = 256
 DataLike = str | Path | pd.DataFrame | Table
+
+
+class Features(dict):
+    """Encoded inputs `{input: {"values", "present", "lengths"?}}` and the problems met while
+    encoding them (a plain dict for everything that reads features)."""
+
+    def __init__(self, items: dict, problems: ProblemLog) -> None:
+        super().__init__(items)
+        self.problems = problems
 
 
 class Model:
@@ -62,7 +66,9 @@ class Model:
         config: Config | str | Path | None = None,
         cache: FeatureCache | None = None,
     ) -> None:
-        self.config = config if isinstance(config, Config) else load_config(config)
+        given = config if isinstance(config, Config) else load_config(config)
+        self.config = given.model_copy(deep=True)  # the caller's Config is never changed
+        self.config_given_ = config is not None  # else a prepared folder's settings apply
         if target:
             names = [target] if isinstance(target, str) else list(target)
             weights = {t.column: t for t in self.config.targets}
@@ -75,8 +81,7 @@ class Model:
         self.schema_: FittedSchema | None = None
         self.net_: MultimodalNet | None = None
         self.metrics_: dict = {}
-        self.problems_: ProblemLog = ProblemLog()
-        self.embedding_seconds_ = 0.0
+        self.embedding_seconds_ = 0.0  # time spent in frozen encoders by the last fit
 
     # ----------------------------------------------------------------- training
     def fit(
@@ -88,48 +93,48 @@ class Model:
         overwrite: bool = False,
         resume: bool = False,
     ) -> Model:
-        """Train on `data` (its `split` column, or a seeded split) and save to `out` if given."""
-        if not self.config.targets:
+        """Train on `data` and save to `out` if given.
+
+        `data` is a table (its `split` column, or a seeded split) or a folder written by
+        `prepare`: then no file is decoded again, the data settings are the prepared ones, and
+        training and architecture settings are this Model's config if one was given, else the
+        prepared ones.
+        """
+        from_folder = is_prepared_folder(data)
+        if not self.config.targets and not from_folder:
             raise BadInputError("no target: pass target='column' (CLI: --target COLUMN)")
         out_dir = Path(out) if out else None
         if resume and not (out_dir and (out_dir / LAST_CHECKPOINT).is_file()):
             raise BadInputError(f"--resume: no checkpoint at {out_dir or '.'}/{LAST_CHECKPOINT}")
         if out_dir:
             check_output_folder(out_dir, overwrite=overwrite, resume=resume)
-        settings = self.config.train
-        table = read_table(data)
-        kinds = resolve_inputs(table, self.config, [t.column for t in self.config.targets])
-        together = file_columns(kinds, self.config)
-        splits = split_rows(table, settings.valid_fraction, settings.seed, together)
-        if valid is not None:  # a separate validation table: every non-test row trains
-            splits["train"] = np.sort(np.concatenate([splits["train"], splits["valid"]]))
-        self.schema_ = fit_schema(table, splits["train"], self.config)
-        self.problems_ = ProblemLog(strict=settings.strict, table=table.name)
-        self.net_ = MultimodalNet(self.schema_, self.config.model)
-        self.net_.load_pretrained_weights()
-        inputs, targets = self._training_tensors(table, self.problems_)
-        if valid is not None:
-            valid_table = read_table(valid)
-            self.problems_.table = valid_table.name
-            valid_inputs, valid_targets = self._training_tensors(valid_table, self.problems_)
-        else:
-            valid_inputs, valid_targets = inputs, targets
-            valid_table = table
-        train_rows = rows_with_known_target(targets, splits["train"])
-        valid_rows = splits["valid"] if valid is None else np.arange(len(valid_table))
-        if len(train_rows) == 0:
-            raise BadInputError(f"{table.name}: no training rows with a known target")
         workdir = out_dir or Path(tempfile.mkdtemp(prefix="polymodal-"))  # checkpoints go here
+        folder = Path(data) if from_folder else workdir / PREPARED_DIR
+        module = PolymodalDataModule(
+            folder, data, config=self.config, valid=valid, cache=self.cache, embed=self._embed
+        )
+        module.prepare_data()
+        module.setup("fit")
+        prepared = module.prepared
+        if from_folder:
+            own = self.config if self.config_given_ else prepared.config
+            self.config = with_training_settings(prepared.config, own)
+        self.schema_ = prepared.schema
+        self.net_ = self._network(prepared.schema)
+        self.embedding_seconds_ = prepared.embedding_seconds
+        settings = self.config.train
         result = train_network(
             self.net_,
-            TensorBatches(inputs, targets, train_rows, settings.batch_size, True, settings.seed),
-            TensorBatches(valid_inputs, valid_targets, valid_rows, PREDICT_BATCH),
+            module.train_dataloader(),
+            module.val_dataloader(),
             settings,
             workdir=workdir,
             resume=resume,
         )
         self.net_.eval()
-        self.metrics_ = self._fit_metrics(result, table, splits, valid_table, valid_rows)
+        self.metrics_ = self._fit_metrics(result, prepared)
+        if not from_folder:
+            shutil.rmtree(folder, ignore_errors=True)
         if out_dir:
             self.save(out_dir, overwrite=True)
             remove_checkpoints(out_dir)  # only once the model is safely written
@@ -137,45 +142,62 @@ class Model:
             shutil.rmtree(workdir, ignore_errors=True)
         return self
 
-    def _fit_metrics(
-        self,
-        result: TrainResult,
-        table: Table,
-        splits: dict[str, np.ndarray],
-        valid_table: Table,
-        valid_rows: np.ndarray,
-    ) -> dict:
+    def prepare(self, data: DataLike, folder: str | Path, valid: DataLike | None = None) -> Path:
+        """Everything before training, written to `folder`: split, schema, decoded features,
+        frozen-encoder embeddings. `fit(folder)` trains from it, in any process."""
+        if not self.config.targets:
+            raise BadInputError("no target: pass target='column' (CLI: --target COLUMN)")
+        folder = Path(folder)
+        check_output_folder(folder, overwrite=False, resume=False)
+        module = PolymodalDataModule(
+            folder, data, config=self.config, valid=valid, cache=self.cache, embed=self._embed
+        )
+        module.prepare_data()
+        return folder
+
+    def _network(self, schema: FittedSchema) -> MultimodalNet:
+        """The network for `schema`, with its pretrained encoders' weights, built once."""
+        if self.net_ is None or self.schema_ is not schema:
+            self.schema_ = schema
+            torch.manual_seed(self.config.train.seed)  # the same weights in any process
+            self.net_ = MultimodalNet(schema, self.config.model)
+            self.net_.load_pretrained_weights()
+        return self.net_
+
+    def _embed(self, schema: FittedSchema, inputs: dict) -> dict:
+        """Frozen pretrained encoders' inputs replaced by their cached embeddings, so epochs
+        never run those backbones."""
+        return embed_frozen_inputs(self._network(schema), inputs, self.cache)
+
+    def _fit_metrics(self, result: TrainResult, prepared: Prepared) -> dict:
+        rows = prepared.rows
         metrics = {
             "history": result.history,
             "best_epoch": result.best_epoch,
             "train_seconds": result.seconds,
             "embedding_seconds": self.embedding_seconds_,
-            "rows": {"train": int(len(splits["train"])), "valid": int(len(valid_rows))},
-            "valid": self.evaluate(valid_table.subset(valid_rows)),
-            "problems": self.problems_.to_json(),
+            "rows": {"train": int(len(rows["train"])), "valid": int(len(rows["valid"]))},
+            "valid": self._evaluate_part(prepared.parts[prepared.valid_part], rows["valid"]),
+            "problems": prepared.problems,
             "parameters": sum(p.numel() for p in self.net_.parameters()),
         }
-        if len(splits["test"]):
-            metrics["rows"]["test"] = int(len(splits["test"]))
-            metrics["test"] = self.evaluate(table.subset(splits["test"]))
+        if len(rows["test"]):
+            metrics["rows"]["test"] = int(len(rows["test"]))
+            metrics["test"] = self._evaluate_part(prepared.parts["table"], rows["test"])
         return metrics
 
-    def _training_tensors(self, table: Table, log: ProblemLog) -> tuple[dict, dict]:
-        """Features and targets of every row; frozen pretrained encoders' inputs arrive as
-        their cached embeddings, so epochs never run those backbones."""
-        features = to_tensors(encode_inputs(self.schema_, table, log, self.cache))
-        started = time.perf_counter()
-        features = embed_frozen_inputs(self.net_, features, self.cache)
-        self.embedding_seconds_ += time.perf_counter() - started
-        targets = {
-            name: (torch.from_numpy(values), torch.from_numpy(known))
-            for name, (values, known) in encode_targets(self.schema_, table).items()
+    def _evaluate_part(self, part: Part, rows: np.ndarray) -> dict:
+        """Metrics on prepared rows, as `evaluate` would give on the table they came from."""
+        decoded = self.decode(self.forward(part.inputs, rows))
+        return {
+            name: self.task(name).evaluate(values[rows].numpy(), known[rows].numpy(), decoded[name])
+            for name, (values, known) in part.targets.items()
         }
-        return features, targets
 
     # --------------------------------------------------------------- prediction
-    def encode(self, data: DataLike, log: ProblemLog | None = None) -> dict:
-        """Features of every row as tensors, `{input: {"values", "present", "lengths"?}}`.
+    def encode(self, data: DataLike, log: ProblemLog | None = None) -> Features:
+        """Features of every row as tensors, `{input: {"values", "present", "lengths"?}}`,
+        with the problems met on the way (bad files, undecodable cells) in `.problems`.
 
         Explanations and robustness checks edit these (e.g. set `present` to False to remove
         a modality, the same masking used for missing inputs) and pass them to `forward`.
@@ -183,8 +205,7 @@ class Model:
         self._check_fitted()
         table = read_table(data)
         log = log if log is not None else ProblemLog(table=table.name)
-        self.last_problems_ = log
-        return to_tensors(encode_inputs(self.schema_, table, log, self.cache))
+        return Features(to_tensors(encode_inputs(self.schema_, table, log, self.cache)), log)
 
     def forward(self, features: dict, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The network's raw outputs per target (logits, or standardised values), batched."""
@@ -200,50 +221,37 @@ class Model:
                     chunks[name].append(output.float())
         return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
 
-    def raw_outputs(self, data: DataLike, log: ProblemLog | None = None) -> dict[str, np.ndarray]:
-        """The network's raw outputs per target for every row of `data`."""
-        return self.forward(self.encode(data, log))
+    def decode(self, outputs: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        """Raw outputs → each target's decoded arrays (labels, probabilities, values)."""
+        return {name: self.task(name).decode(outputs[name]) for name in self.net_.target_names}
 
     def predict(self, data: DataLike) -> pd.DataFrame:
         """One prediction column per target, plus a probability column per class."""
-        outputs = self.raw_outputs(data)
+        return self.predictions(self.encode(data))
+
+    def predictions(self, features: dict) -> pd.DataFrame:
+        """`predict` on features already encoded."""
         columns: dict[str, np.ndarray] = {}
-        for state in self.schema_.targets:
-            decoded = decode_outputs(self.head(state.column), outputs[state.column])
-            columns.update(prediction_columns(state, decoded))
+        for name, decoded in self.decode(self.forward(features)).items():
+            columns.update(self.task(name).columns(decoded))
         return pd.DataFrame(columns)
 
     def predict_proba(self, data: DataLike, target: str | None = None) -> pd.DataFrame:
-        """Class probabilities [rows, classes] for one classification target."""
-        state = self._target(target)
-        if state.task == "regression":
-            raise ValueError(f"target '{state.column}' is a regression target: no probabilities")
-        outputs = self.raw_outputs(data)[state.column]
-        decoded = decode_outputs(self.head(state.column), outputs)
-        return pd.DataFrame(decoded["probabilities"], columns=state.classes)
+        """Class probabilities [rows, classes] for one class target."""
+        task = self.task(target)
+        outputs = self.forward(self.encode(data))[task.state.column]
+        return task.probabilities(task.decode(outputs))
 
-    def evaluate(self, data: DataLike) -> dict:
+    def evaluate(self, data: DataLike, log: ProblemLog | None = None) -> dict:
         """Metrics per target on rows whose target is known."""
         self._check_fitted()
         table = read_table(data)
-        outputs = self.raw_outputs(table)
-        truths = encode_targets(self.schema_, table)
-        report = {}
-        for state in self.schema_.targets:
-            decoded = decode_outputs(self.head(state.column), outputs[state.column])
-            true, known = truths[state.column]
-            report[state.column] = target_metrics(state, true, known, decoded)
-        return report
-
-    def explain(
-        self, data: DataLike, rows: list[int] | np.ndarray | None = None, target: str | None = None
-    ) -> Explanation:
-        """Why the model predicts what it does: each input's Shapley contribution to the
-        metric and to each row's prediction, and Captum attributions inside each input of
-        `rows` (every row when None). See `polymodal.explain`."""
-        from polymodal.explain import explain
-
-        return explain(self, data, rows, target=target)
+        decoded = self.decode(self.forward(self.encode(table, log)))
+        truths = encode_targets(self.schema_.targets, table)
+        return {
+            name: self.task(name).evaluate(*truths[name], decoded[name])
+            for name in self.net_.target_names
+        }
 
     # ------------------------------------------------------------------ storage
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -285,52 +293,29 @@ class Model:
         if self.net_ is None or self.schema_ is None:
             raise RuntimeError("this Model is not fitted yet: call fit() or Model.load()")
 
-    def _target(self, name: str | None) -> TargetState:
+    def task(self, name: str | None = None) -> Task:
+        """The task of target `name` (the first target when None)."""
         self._check_fitted()
-        targets = self.schema_.targets
+        names = self.net_.target_names
         if name is None:
-            return targets[0]
-        for state in targets:
-            if state.column == name:
-                return state
-        raise KeyError(f"no target {name!r}; targets: {[t.column for t in targets]}")
+            return self.net_.tasks[0]
+        if name not in names:
+            raise KeyError(f"no target {name!r}; targets: {names}")
+        return self.net_.tasks[names.index(name)]
 
     def head(self, name: str) -> torch.nn.Module:
         return self.net_.heads[self.net_.target_names.index(name)]
 
 
-def decode_outputs(head: torch.nn.Module, outputs: np.ndarray) -> dict[str, np.ndarray]:
-    """Raw outputs → labels and probabilities, or values in the target's own units."""
-    state: TargetState = head.state
-    if state.task == "regression":
-        return {"value": outputs[:, 0] * state.std + state.mean}
-    probabilities = head.probabilities(torch.from_numpy(outputs)).numpy()
-    if state.task == "multilabel":
-        return {"labels": (probabilities > 0.5).astype(np.float32), "probabilities": probabilities}
-    names = np.asarray(state.classes, dtype=object)
-    return {"label": names[probabilities.argmax(axis=1)], "probabilities": probabilities}
+def is_prepared_folder(data: object) -> bool:
+    return isinstance(data, str | Path) and Path(data).is_dir() and is_prepared(data)
 
 
-def prediction_columns(state: TargetState, decoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    name = state.column
-    if state.task == "regression":
-        return {f"{name}_predicted": decoded["value"]}
-    if state.task == "multilabel":
-        hot = decoded["labels"].astype(bool)
-        labels = [state.separator.join(np.asarray(state.classes)[row]) for row in hot]
-        columns = {f"{name}_predicted": np.asarray(labels, dtype=object)}
-    else:
-        columns = {f"{name}_predicted": decoded["label"]}
-    for index, label in enumerate(state.classes):
-        columns[f"{name}_prob_{label}"] = decoded["probabilities"][:, index]
-    return columns
-
-
-def rows_with_known_target(targets: dict, rows: np.ndarray) -> np.ndarray:
-    known = np.zeros(len(rows), dtype=bool)
-    for _, flags in targets.values():
-        known |= flags.numpy()[rows]
-    return rows[known]
+def with_training_settings(prepared: Config, given: Config) -> Config:
+    """The prepared data's settings (targets, inputs, preprocessing, encoders) with the given
+    training and architecture settings: those may change between runs on one preparation."""
+    model = given.model.model_copy(update={"encoders": prepared.model.encoders})
+    return prepared.model_copy(update={"train": given.train, "model": model})
 
 
 def check_output_folder(folder: Path, overwrite: bool, resume: bool) -> None:
@@ -345,3 +330,4 @@ def check_output_folder(folder: Path, overwrite: bool, resume: bool) -> None:
         for name in (WEIGHTS, CONFIG, METRICS):
             (folder / name).unlink(missing_ok=True)
         shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
+        shutil.rmtree(folder / PREPARED_DIR, ignore_errors=True)

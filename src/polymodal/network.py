@@ -14,7 +14,7 @@ from polymodal.data.features import FittedSchema, InputState
 from polymodal.data.problems import BadInputError
 from polymodal.encoders import DEFAULT_ENCODERS, ENCODERS, EncodedInput
 from polymodal.fusion import FUSIONS, Fused
-from polymodal.heads import HEADS
+from polymodal.tasks import task_for
 
 Batch = dict[str, dict[str, torch.Tensor]]
 
@@ -45,9 +45,9 @@ class MultimodalNet(nn.Module):
             for state in schema.inputs
         )
         self.fusion = FUSIONS.create(settings.fusion, self.input_names, settings)
+        self.tasks = [task_for(state) for state in schema.targets]
         self.heads = nn.ModuleList(
-            HEADS.create(state.task, state, settings.dim, self.fusion.branches, settings.dropout)
-            for state in schema.targets
+            task.head(settings.dim, self.fusion.branches, settings.dropout) for task in self.tasks
         )
 
     def load_pretrained_weights(self) -> None:

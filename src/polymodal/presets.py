@@ -29,19 +29,35 @@ def configure_encoders(
     kinds still unset, then modes and checkpointing for what was chosen."""
     apply_encoder_options(config, encoders, [])
     if preset:
-        apply_preset(config, preset)
+        add_preset(config, preset)
     apply_encoder_options(config, [], modes)
     if gradient_checkpointing:
-        for name in list(config.model.encoders):
-            choice = config.model.encoder_choice(name, name)
-            config.model.encoders[name] = choice.model_copy(update={"gradient_checkpointing": True})
+        set_gradient_checkpointing(config, True)
 
 
-def apply_preset(config: Config, name: str) -> None:
+def apply_preset(config: Config, name: str) -> Config:
+    """A copy of `config` with the preset's encoder for each kind it does not set yet.
+
+    >>> model = Model(target="label", config=apply_preset(load_config("my.yaml"), "accurate"))
+    """
+    updated = config.model_copy(deep=True)
+    add_preset(updated, name)
+    return updated
+
+
+def add_preset(config: Config, name: str) -> None:
+    """`apply_preset` in place (the command line edits its own copy)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; presets: {', '.join(PRESETS)}")
     for kind, source in PRESETS[name].items():
         config.model.encoders.setdefault(kind, EncoderChoice(source=source))
+
+
+def set_gradient_checkpointing(config: Config, enabled: bool) -> None:
+    """On (or off) for every encoder set so far; only pretrained ones that train use it."""
+    for name in list(config.model.encoders):
+        choice = config.model.encoder_choice(name, name)
+        config.model.encoders[name] = choice.model_copy(update={"gradient_checkpointing": enabled})
 
 
 def apply_encoder_options(config: Config, encoders: list[str], modes: list[str]) -> None:

@@ -1,27 +1,60 @@
-"""Reading CSV, Parquet and JSONL; the split column; a seeded validation split."""
+"""Reading CSV, Parquet and JSONL, whole or in chunks; the split column; a seeded split."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from polymodal.data.problems import BadInputError
-from polymodal.data.table import read_table, shared_value_groups, split_rows
+from polymodal.data.table import read_table, read_tables, shared_value_groups, split_rows
 
 FRAME = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": ["a", "b", "a", "b"]})
 
 
+def write(frame: pd.DataFrame, path):
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    return path
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
 def test_formats(tmp_path, suffix):
-    path = tmp_path / f"t{suffix}"
-    if suffix == ".csv":
-        FRAME.to_csv(path, index=False)
-    elif suffix == ".parquet":
-        FRAME.to_parquet(path)
-    else:
-        FRAME.to_json(path, orient="records", lines=True)
-    table = read_table(path)
+    table = read_table(write(FRAME, tmp_path / f"t{suffix}"))
     assert table.frame["label"].tolist() == ["a", "b", "a", "b"]
     assert table.base_dir == tmp_path.resolve()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_chunks_hold_the_same_rows_as_the_whole_table(tmp_path, suffix):
+    """`train` reads whole tables and `predict` streams them: one reader, the same rows."""
+    frame = pd.DataFrame(
+        {
+            "x": np.linspace(0, 1, 23),
+            "count": np.arange(23),
+            "label": [["a", "b", "c"][i % 3] for i in range(23)],
+            "note": [None if i % 4 == 0 else f"row {i}, with a comma" for i in range(23)],
+        }
+    )
+    path = write(frame, tmp_path / f"t{suffix}")
+    whole = read_table(path)
+    chunks = list(read_tables(path, chunk_rows=5))
+    assert [len(chunk) for chunk in chunks] == [5, 5, 5, 5, 3]
+    assert [chunk.first_row for chunk in chunks] == [0, 5, 10, 15, 20]
+    assert {(chunk.name, chunk.base_dir) for chunk in chunks} == {(whole.name, whole.base_dir)}
+    joined = pd.concat([chunk.frame for chunk in chunks], ignore_index=True)
+    pd.testing.assert_frame_equal(joined, whole.frame)
+    assert [table.frame for table in read_tables(path)][0].equals(whole.frame)
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_a_malformed_row_names_the_file_and_line(tmp_path, chunk_rows):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b\n1,2\n3,4\n5,6,7\n")
+    with pytest.raises(BadInputError, match=r"bad\.csv.*line 4"):
+        list(read_tables(path, chunk_rows))
 
 
 def test_empty_and_missing_tables_are_clear_errors(tmp_path):
@@ -33,6 +66,8 @@ def test_empty_and_missing_tables_are_clear_errors(tmp_path):
         read_table(tmp_path / "header.csv")
     with pytest.raises(BadInputError, match="does not exist"):
         read_table(tmp_path / "nothing.csv")
+    with pytest.raises(BadInputError, match="no rows"):
+        list(read_tables(tmp_path / "header.csv", chunk_rows=10))
 
 
 def test_split_column_is_honoured(tmp_path):

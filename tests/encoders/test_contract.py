@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from polymodal.config import AudioSettings, ModelSettings
-from polymodal.data.audio import AudioState
-from polymodal.data.image import ImageState
-from polymodal.data.tabular import CategoryState, NumberState
-from polymodal.data.text import TextState, train_tokenizer
-from polymodal.data.video import VideoState
 from polymodal.encoders import ENCODERS
+from polymodal.modalities.audio.preprocess import AudioState
+from polymodal.modalities.category.preprocess import CategoryState
+from polymodal.modalities.image.preprocess import ImageState
+from polymodal.modalities.number.preprocess import NumberState
+from polymodal.modalities.text.preprocess import TextState, train_tokenizer
+from polymodal.modalities.video.preprocess import VideoState
 
 SETTINGS = ModelSettings(dim=32, layers=1, heads=2)
 BATCH = 4

@@ -11,13 +11,14 @@ from typer.testing import CliRunner
 
 from polymodal.cli import app
 from polymodal.data.table import read_table
+from polymodal.explain import explain
 from polymodal.explain.runner import Runner
 from tests.explain.squares import QUADRANT
 from tests.media import write_mp4
 
 
 def test_image_attribution_mass_lies_in_the_square_quadrant(image_model, square_data):
-    explanation = image_model.explain(square_data, rows=list(range(0, 40, 2)))  # squares
+    explanation = explain(image_model, square_data, rows=list(range(0, 40, 2)))  # squares
     found = [row for row in explanation.rows if row.prediction == "square"]
     assert len(found) >= 15, "the model finds most squares"
     inside, total, shares = 0.0, 0.0, []
@@ -37,21 +38,21 @@ def test_image_attribution_mass_lies_in_the_square_quadrant(image_model, square_
 
 def test_integrated_gradients_are_complete(image_model, square_data):
     """Captum's IG: attributions sum to f(input) − f(baseline) for the explained class."""
-    row = image_model.explain(square_data, rows=[0]).rows[0]
+    row = explain(image_model, square_data, rows=[0]).rows[0]
     features = image_model.encode(square_data)
     baseline = {k: v[:1].clone() for k, v in features["picture"].items()}
     baseline["values"] = torch.zeros_like(baseline["values"])
     runner = Runner(image_model, {"picture": baseline})
-    head = image_model.head("label")
-    at_baseline = head.probabilities(torch.from_numpy(runner.outputs()["label"]))[0]
-    label = list(head.state.classes).index(row.prediction)
+    task = image_model.task("label")
+    at_baseline = task.decode(runner.outputs()["label"])["probabilities"][0]
+    label = list(task.state.classes).index(row.prediction)
     gap = row.value - float(at_baseline[label])
     assert row.attributions[0].attributions.sum() == pytest.approx(gap, abs=0.03)
 
 
 def test_every_kind_is_attributed(full_model, shapes):
     model, _ = full_model
-    explanation = model.explain(shapes, rows=[4])
+    explanation = explain(model, shapes, rows=[4])
     items = {item.input: item for item in explanation.rows[0].attributions}
     assert {name: item.kind for name, item in items.items()} == {
         "picture": "image", "sound": "audio", "comment": "text", "size": "number",
@@ -110,7 +111,7 @@ def test_video_frames_get_importances(tmp_path, cache):
     config = tiny_config(max_epochs=2)
     config.preprocess.video.frames, config.preprocess.video.size = 4, 16
     model = Model(target="label", config=config, cache=cache).fit(tmp_path / "videos.csv")
-    explanation = model.explain(tmp_path / "videos.csv", rows=[0])
+    explanation = explain(model, tmp_path / "videos.csv", rows=[0])
     (video,) = [item for item in explanation.rows[0].attributions if item.kind == "video"]
     assert video.attributions.shape == (4, 3, 16, 16)
     assert len(video.summary["frame_share"]) == 4

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from polymodal.cli import app
 from polymodal.data.table import read_table
 from polymodal.explain import group_metrics, robustness
-from polymodal.explain.noise import drop_words, noisy_spectrograms, typos, waveforms
+from polymodal.explain.noise import noisy_spectrograms, waveforms
+from polymodal.modalities.text.noise import drop_words, typos
 
 
 def curves_by_name(result):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from polymodal.data.table import read_table
-from polymodal.explain import shapley_values
+from polymodal.explain import explain, shapley_values
 from polymodal.explain.runner import Runner
 from polymodal.explain.scoring import only_inputs, score, truths
 
@@ -38,7 +38,7 @@ def test_sampled_shapley_values_beyond_six_inputs_are_seeded_and_efficient():
 
 
 def test_exact_contributions_add_up_to_the_metric_gap(av_model, shapes):
-    found = av_model.explain(shapes, rows=[0, 1, 2, 3]).contributions
+    found = explain(av_model, shapes, rows=[0, 1, 2, 3]).contributions
     assert found.exact and found.metric == "accuracy"
     total = sum(found.metric_contributions.values())
     assert abs(total - (found.metric_all - found.metric_none)) < 1e-6
@@ -50,7 +50,7 @@ def test_exact_contributions_add_up_to_the_metric_gap(av_model, shapes):
 
 def test_row_contributions_add_up_to_the_predicted_probability(av_model, shapes):
     rows = [0, 5, 9]
-    found = av_model.explain(shapes, rows=rows).contributions
+    found = explain(av_model, shapes, rows=rows).contributions
     probabilities = av_model.predict_proba(shapes).to_numpy()[rows]
     assert found.predictions == list(av_model.predict(shapes)["label_predicted"][rows])
     assert np.allclose(found.row_all, probabilities.max(axis=1), atol=1e-5)
@@ -73,7 +73,7 @@ def test_cached_encodings_with_cleared_masks_equal_marking_inputs_absent(full_mo
 
 def test_regression_contributions_use_negative_rmse(full_model, shapes):
     model, _ = full_model
-    found = model.explain(shapes, rows=[0], target="score").contributions
+    found = explain(model, shapes, rows=[0], target="score").contributions
     assert found.metric == "neg_rmse" and len(found.inputs) == 5
     assert found.metric_all == pytest.approx(-model.evaluate(shapes)["score"]["rmse"], rel=1e-5)
     total = sum(found.metric_contributions.values())
@@ -86,7 +86,7 @@ def test_a_table_without_the_target_still_explains_rows(full_model, shapes):
     model, _ = full_model
     unlabelled = read_table(shapes).frame.drop(columns=["label", "score"])
     unlabelled.to_csv(shapes.parent / "unlabelled.csv", index=False)
-    explanation = model.explain(shapes.parent / "unlabelled.csv", rows=[2])
+    explanation = explain(model, shapes.parent / "unlabelled.csv", rows=[2])
     assert explanation.contributions.metric is None
     assert len(explanation.rows) == 1 and explanation.rows[0].attributions
 
@@ -95,7 +95,7 @@ def test_score_matches_brute_force_masking(av_model, shapes):
     """Every coalition's metric, recomputed through `Model.forward`, gives the same values."""
     features = av_model.encode(shapes)
     truth = truths(av_model, read_table(shapes))["label"]
-    found = av_model.explain(shapes, rows=[0]).contributions
+    found = explain(av_model, shapes, rows=[0]).contributions
     values = {}
     for size in range(3):
         for keep in combinations(["picture", "sound"], size):

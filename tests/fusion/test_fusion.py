@@ -59,3 +59,52 @@ def test_row_with_no_input_at_all_stays_finite():
         items["a"] = EncodedInput(items["a"].tokens, torch.zeros(3, 4, dtype=torch.bool))
         fused = fusion(items)
         assert torch.isfinite(fused.features).all() and torch.isfinite(fused.weights).all()
+
+
+class CrossAttentionDecoder(torch.nn.Module):
+    """The shape a text or image decoder takes: learned queries cross-attend to the memory."""
+
+    def __init__(self, dim: int, queries: int = 3) -> None:
+        super().__init__()
+        self.queries = torch.nn.Parameter(torch.randn(1, queries, dim))
+        self.attention = torch.nn.MultiheadAttention(dim, 2, batch_first=True)
+
+    def forward(self, memory, mask):
+        queries = self.queries.expand(memory.shape[0], -1, -1)
+        return self.attention(
+            queries, memory, memory, key_padding_mask=~mask, average_attn_weights=False
+        )
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_memory_keeps_every_input_token_with_its_mask(name):
+    fusion = FUSIONS.create(name, NAMES, SETTINGS).eval()
+    b_present = torch.tensor([True, False, True])
+    fused = fusion(encoded(b_present))
+    batch, tokens, dim = fused.memory.shape
+    assert (batch, dim) == (3, 16) and fused.memory_mask.shape == (3, tokens)
+    assert tokens >= 4 + 5  # every token of a and b is there
+    assert fused.memory_mask[:, 0].all()  # the read-out is always real
+    assert int(fused.memory_mask[1].sum()) == int(fused.memory_mask[0].sum()) - 5  # b's 5 gone
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_decoder_on_memory_gives_masked_tokens_no_attention(name):
+    torch.manual_seed(0)
+    fusion = FUSIONS.create(name, NAMES, SETTINGS).eval()
+    decoder = CrossAttentionDecoder(16).eval()
+    b_present = torch.tensor([True, False, True])
+    fused = fusion(encoded(b_present))
+    outputs, weights = decoder(fused.memory, fused.memory_mask)  # [batch, heads, queries, tokens]
+    masked = ~fused.memory_mask[:, None, None, :].expand_as(weights)
+    assert masked.any()
+    assert torch.equal(weights[masked], torch.zeros_like(weights[masked]))
+    assert torch.allclose(weights.sum(-1), torch.ones_like(weights.sum(-1)), atol=1e-5)
+    # what sits behind the mask cannot change what the decoder reads
+    other = encoded(b_present, seed=0)
+    other["b"] = EncodedInput(
+        other["b"].tokens + 100 * (~other["b"].mask)[..., None], other["b"].mask
+    )
+    outputs2, _ = decoder(*fusion(other)[2:])
+    assert torch.allclose(outputs[1], outputs2[1], atol=1e-5)
+    assert torch.isfinite(outputs).all()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-import polymodal.data.image
+import polymodal.modalities.image.preprocess
 from polymodal.data.table import Table
 from polymodal.model import Model
 from polymodal.serving.app import create_app
@@ -220,13 +220,13 @@ def test_too_many_rows(trained):
 
 
 def test_decoding_has_a_time_limit(trained, frame, monkeypatch):
-    real = polymodal.data.image.decode_image
+    real = polymodal.modalities.image.preprocess.decode_image
 
     def slow(*args, **kwargs):
         time.sleep(1.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(polymodal.data.image, "decode_image", slow)
+    monkeypatch.setattr(polymodal.modalities.image.preprocess, "decode_image", slow)
     png = (trained.folder / frame.loc[0, "picture"]).read_bytes()
     with client_for(trained, decode_timeout_s=0.3) as client:
         response = client.post("/v1/predict", files={"picture": ("p", png)})
@@ -294,14 +294,14 @@ def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(trained, fram
 
 
 def test_a_slow_file_fails_only_its_own_request(trained, frame, monkeypatch):
-    real = polymodal.data.image.decode_image
+    real = polymodal.modalities.image.preprocess.decode_image
 
     def slow_if_marked(data, *args, **kwargs):
         if data.endswith(b"SLOW"):
             time.sleep(2.5)
         return real(data, *args, **kwargs)
 
-    monkeypatch.setattr(polymodal.data.image, "decode_image", slow_if_marked)
+    monkeypatch.setattr(polymodal.modalities.image.preprocess, "decode_image", slow_if_marked)
     png = (trained.folder / frame.loc[0, "picture"]).read_bytes()
     slow = {"files": {"picture": ("p", png + b"SLOW")}}  # bytes after IEND: still a PNG
     quick = [{"json": json_row(trained, frame.iloc[i])} for i in (1, 2)]

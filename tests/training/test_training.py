@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from polymodal.modalities.audio.augment import augment_spectrograms
+from polymodal.modalities.image.augment import augment_images
 from polymodal.network import drop_modalities
-from polymodal.training.augment import augment_batch, augment_images, augment_spectrograms
+from polymodal.training.augment import augment_batch
 from polymodal.training.batches import TensorBatches
 from polymodal.training.fit import parse_max_time
 

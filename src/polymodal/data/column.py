@@ -35,3 +35,32 @@ def is_missing(value: object) -> bool:
     if isinstance(value, float) and np.isnan(value):
         return True
     return isinstance(value, str) and not value.strip()
+
+
+REPLACEMENT_CHARACTER = "\ufffd"
+NOT_UTF8 = "text is not valid UTF-8"
+
+
+def cell_text(cell: object) -> tuple[str | None, str | None]:
+    """(text, problem) of a text-like cell (free text, a category): bytes must be UTF-8, and
+    U+FFFD marks bytes the table reader could not decode. Missing cells give (None, None)."""
+    if is_missing(cell):
+        return None, None
+    if isinstance(cell, bytes):
+        try:
+            cell = cell.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, NOT_UTF8
+    text = str(cell)
+    if REPLACEMENT_CHARACTER in text:
+        return None, NOT_UTF8
+    return text, None
+
+
+def category_text(cell: object) -> str:
+    """The category a cell names (also used for class labels)."""
+    if isinstance(cell, bytes):
+        return cell.decode("utf-8", errors="replace").strip()
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))  # 3.0 read from a column with blanks is the category "3"
+    return str(cell).strip()

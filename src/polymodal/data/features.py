@@ -6,34 +6,27 @@ label maps). It is saved in config.json, so a loaded model preprocesses exactly 
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from polymodal.config import Config
-from polymodal.data.audio import AudioState, encode_audio, fit_audio
 from polymodal.data.cache import FeatureCache
 from polymodal.data.column import FeatureColumn
-from polymodal.data.image import ImageState, encode_images, fit_image
 from polymodal.data.pretrained import fit_pretrained
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.schema import resolve_inputs
 from polymodal.data.table import Table
-from polymodal.data.tabular import (
-    CategoryState,
-    NumberState,
-    encode_categories,
-    encode_numbers,
-    fit_category,
-    fit_number,
-)
-from polymodal.data.targets import TargetState, encode_target, fit_target
-from polymodal.data.text import TextState, encode_text, fit_text
-from polymodal.data.video import VideoState, encode_video, fit_video
+from polymodal.modalities import MODALITIES, modality
+from polymodal.modalities.base import EncodeContext, FitContext
+from polymodal.tasks import TargetState, fit_target
 
+# Every registered modality's fitted state, told apart by its `kind` (as saved in config.json).
 InputState = Annotated[
-    TextState | ImageState | AudioState | VideoState | NumberState | CategoryState,
+    functools.reduce(operator.or_, [MODALITIES.get(kind).state for kind in MODALITIES.names()]),
     Field(discriminator="kind"),
 ]
 
@@ -75,22 +68,13 @@ def fit_schema(table: Table, rows: np.ndarray, config: Config) -> FittedSchema:
 def _fit_input(
     kind: str, cells: list, name: str, source: str, table: Table, config: Config
 ) -> InputState:
-    settings = config.preprocess
     choice = config.model.encoder_choice(name, kind)
     pretrained = fit_pretrained(choice, name) if choice and choice.pretrained else None
-    if pretrained and kind not in ("image", "audio", "video", "text"):
+    reader = modality(kind)
+    if pretrained and not reader.pretrained:
         raise BadInputError(f"column '{name}': {kind} inputs have no pretrained encoders")
-    if kind == "image":
-        return fit_image(cells, name, table.base_dir, settings.image, source, pretrained)
-    if kind == "audio":
-        return fit_audio(cells, name, table.base_dir, settings.audio, source, pretrained)
-    if kind == "video":
-        return fit_video(cells, name, table.base_dir, settings.video, source, pretrained)
-    if kind == "text":
-        return fit_text(cells, name, settings.text, source, pretrained)
-    if kind == "number":
-        return fit_number(cells, name, source)
-    return fit_category(cells, name, source)
+    context = FitContext(table.base_dir, config.preprocess, pretrained)
+    return reader.fit(cells, name, source, context)
 
 
 def raise_missing_column(table: Table, name: str, role: str) -> None:
@@ -121,24 +105,5 @@ def _encode_input(
     cache: FeatureCache,
     row_ids: list[int],
 ) -> FeatureColumn:
-    base = table.base_dir
-    if isinstance(state, ImageState):
-        return encode_images(state, cells, base, log, cache, row_ids)
-    if isinstance(state, AudioState):
-        return encode_audio(state, cells, base, log, cache, row_ids)
-    if isinstance(state, VideoState):
-        return encode_video(state, cells, base, log, cache, row_ids)
-    if isinstance(state, TextState):
-        return encode_text(state, cells, log, row_ids)
-    if isinstance(state, NumberState):
-        return encode_numbers(state, cells, log, row_ids)
-    return encode_categories(state, cells, log, row_ids)
-
-
-def encode_targets(schema: FittedSchema, table: Table) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    out = {}
-    for state in schema.targets:
-        if state.column not in table.frame.columns:
-            raise_missing_column(table, state.column, "target")
-        out[state.column] = encode_target(state, table.frame[state.column])
-    return out
+    context = EncodeContext(table.base_dir, log, cache, row_ids)
+    return modality(state.kind).encode(state, cells, context)

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from polymodal.config import FILE_KINDS, Config
+from polymodal.config import Config, ConfigError
 from polymodal.data.column import is_missing
 from polymodal.data.files import resolve_path
 from polymodal.data.problems import BadInputError
 from polymodal.data.sniff import kind_from_extension, sniff_file
 from polymodal.data.table import SPLIT_COLUMN, Table
+from polymodal.modalities import MODALITIES, modality
 
 SAMPLE = 200
 IGNORED = "ignored"
@@ -111,7 +112,7 @@ def resolve_inputs(table: Table, config: Config, targets: list[str]) -> dict[str
             raise BadInputError(f"column '{name}' is a target and cannot also be an input")
         override = config.columns.get(name)
         if override and override.kind:
-            kinds[name] = override.kind
+            kinds[name] = known_kind(name, override.kind)
             continue
         kind, _ = infer_kind(frame[name], table.base_dir)
         if kind != IGNORED:
@@ -121,13 +122,21 @@ def resolve_inputs(table: Table, config: Config, targets: list[str]) -> dict[str
     return kinds
 
 
+def known_kind(column: str, kind: str) -> str:
+    """A kind the config names, checked against the registered modalities."""
+    if kind not in MODALITIES.names():
+        known = ", ".join(MODALITIES.names())
+        raise ConfigError(f"config: columns.{column}.kind: unknown kind {kind!r}; known: {known}")
+    return kind
+
+
 def file_columns(kinds: dict[str, str], config: Config) -> list[str]:
     """The table columns behind file inputs (an input may read another column, as a video's
     sound track does): rows sharing one of their files stay on one side of a split."""
     sources = {
         (config.columns[name].source if name in config.columns else None) or name
         for name, kind in kinds.items()
-        if kind in FILE_KINDS
+        if modality(kind).files
     }
     return sorted(sources)
 

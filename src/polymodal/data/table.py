@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow
+import pyarrow.parquet as pq
 
 from polymodal.data.problems import BadInputError
 
@@ -16,11 +18,13 @@ SPLIT_COLUMN = "split"
 
 @dataclass
 class Table:
-    """A data frame and the folder its relative file paths start from."""
+    """A data frame and the folder its relative file paths start from; `first_row` is the
+    file's row number of the frame's first row (a chunk read from the middle of a file)."""
 
     frame: pd.DataFrame
     base_dir: Path
     name: str = "<table>"
+    first_row: int = 0
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -32,43 +36,76 @@ class Table:
 def read_table(
     source: str | Path | pd.DataFrame | Table, base_dir: str | Path | None = None
 ) -> Table:
-    """Load a table from a path (by extension) or wrap a data frame."""
+    """Load a whole table from a path (by extension) or wrap a data frame."""
     if isinstance(source, Table):
         return source
     if isinstance(source, pd.DataFrame):
         return Table(source.reset_index(drop=True), Path(base_dir or ".").resolve())
-    path = Path(source)
+    return next(read_tables(source, None, base_dir))
+
+
+def read_tables(
+    path: str | Path, chunk_rows: int | None = None, base_dir: str | Path | None = None
+) -> Iterator[Table]:
+    """The table at `path` in chunks of `chunk_rows` rows (None: one Table of every row).
+
+    Training reads whole tables; `predict` streams tables larger than memory. Both read
+    through here, so a file reads the same either way.
+    """
+    path = Path(path)
     if not path.is_file():
         raise BadInputError(f"table {path} does not exist")
-    frame = _read_frame(path)
-    if frame.empty:
-        raise BadInputError(f"table {path} has no rows")
-    frame.columns = [str(column).strip() for column in frame.columns]
-    return Table(frame.reset_index(drop=True), Path(base_dir or path.parent).resolve(), str(path))
-
-
-def _read_frame(path: Path) -> pd.DataFrame:
-    suffix = "".join(path.suffixes[-2:]).lower()
+    folder = Path(base_dir or path.parent).resolve()
+    first_row = 0
     try:
-        if suffix.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path)
-        if suffix.endswith((".jsonl", ".ndjson")):
-            return pd.read_json(path, lines=True)
-        if suffix.endswith(".json"):
-            return pd.read_json(path)
-        if suffix.endswith(".tsv"):
-            return _read_csv(path, sep="\t")
-        return _read_csv(path, sep=",")
+        for frame in _read_frames(path, chunk_rows):
+            if frame.empty:
+                continue
+            frame.columns = [str(column).strip() for column in frame.columns]
+            yield Table(frame.reset_index(drop=True), folder, str(path), first_row)
+            first_row += len(frame)
     except BadInputError:
         raise
-    except (ValueError, OSError, pd.errors.ParserError) as error:
+    except (ValueError, OSError, pd.errors.ParserError, pyarrow.ArrowException) as error:
         raise BadInputError(f"cannot read table {path}: {error}") from None
+    if first_row == 0:
+        raise BadInputError(f"table {path} has no rows")
 
 
-def _read_csv(path: Path, sep: str) -> pd.DataFrame:
+def _read_frames(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """Frames of at most `chunk_rows` rows (None: one frame), chosen by the file's suffix."""
+    suffix = "".join(path.suffixes[-2:]).lower()
+    if suffix.endswith((".parquet", ".pq")):
+        if chunk_rows is None:
+            yield pd.read_parquet(path)
+            return
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+    elif suffix.endswith((".jsonl", ".ndjson")):
+        if chunk_rows is None:
+            yield pd.read_json(path, lines=True)
+            return
+        with pd.read_json(path, lines=True, chunksize=chunk_rows) as reader:
+            yield from reader
+    elif suffix.endswith(".json"):  # one JSON document: read whole, then sliced
+        frame = pd.read_json(path)
+        step = chunk_rows or max(len(frame), 1)
+        for start in range(0, len(frame), step):
+            yield frame.iloc[start : start + step]
+    else:
+        yield from _read_csv(path, "\t" if suffix.endswith(".tsv") else ",", chunk_rows)
+
+
+def _read_csv(path: Path, sep: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     """Read a CSV as UTF-8; undecodable bytes become U+FFFD so one bad cell can be reported."""
     try:
-        return pd.read_csv(path, sep=sep, encoding="utf-8", encoding_errors="replace")
+        if chunk_rows is None:
+            yield pd.read_csv(path, sep=sep, encoding="utf-8", encoding_errors="replace")
+            return
+        with pd.read_csv(
+            path, sep=sep, encoding="utf-8", encoding_errors="replace", chunksize=chunk_rows
+        ) as reader:
+            yield from reader
     except pd.errors.EmptyDataError:
         raise BadInputError(f"table {path} is empty") from None
 

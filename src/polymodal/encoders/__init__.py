@@ -1,6 +1,7 @@
-"""One module per modality; each registers its encoders into `ENCODERS`."""
+"""The encoder contract and registry; the encoders themselves live in each modality's folder
+(`polymodal.modalities.image.encoder`, ...) and register into `ENCODERS` when imported."""
 
-from polymodal.encoders import audio, image, pretrained, tabular, text, video  # noqa: F401
+import polymodal.modalities  # noqa: F401  (registers every modality's encoders)
 from polymodal.encoders.base import DEFAULT_ENCODERS, ENCODERS, EncodedInput
 
 __all__ = ["DEFAULT_ENCODERS", "ENCODERS", "EncodedInput"]

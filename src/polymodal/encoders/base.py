@@ -6,6 +6,7 @@ later text decoders never need to know which modality they are looking at.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 import torch
@@ -20,14 +21,29 @@ class EncodedInput(NamedTuple):
 
 
 ENCODERS: Registry[nn.Module] = Registry("encoder")
-DEFAULT_ENCODERS = {
-    "text": "text_transformer",
-    "image": "image_cnn",
-    "audio": "audio_cnn",
-    "video": "video_frames",
-    "number": "number_linear",
-    "category": "category_embedding",
-}
+
+
+class DefaultEncoders(Mapping[str, str]):
+    """kind → its default encoder: the one its modality registered with `default=True`
+    (`@ENCODERS.register("image_cnn", modality="image", default=True)`)."""
+
+    def _table(self) -> dict[str, str]:
+        return {ENCODERS.tags(name)["modality"]: name for name in ENCODERS.names(default=True)}
+
+    def __getitem__(self, kind: str) -> str:
+        table = self._table()
+        if kind not in table:
+            raise KeyError(f"no default encoder for {kind!r}; kinds: {', '.join(sorted(table))}")
+        return table[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+DEFAULT_ENCODERS = DefaultEncoders()
 
 
 def conv_block(channels_in: int, channels_out: int, stride: int) -> nn.Sequential:

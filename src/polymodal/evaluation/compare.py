@@ -19,11 +19,10 @@ import numpy as np
 from polymodal.config import Config
 from polymodal.data.schema import file_columns, resolve_inputs
 from polymodal.data.table import Table, read_table, split_rows
-from polymodal.data.tabular import category_text
 from polymodal.fusion import FUSIONS
+from polymodal.modalities import modality
 from polymodal.model import Model
-
-TABULAR = ("number", "category")
+from polymodal.tasks import Task, encode_targets
 
 
 @dataclass
@@ -61,7 +60,7 @@ def modality_groups(kinds: dict[str, str]) -> dict[str, list[str]]:
     """Input columns per modality; numbers and categories form one 'tabular' group."""
     groups: dict[str, list[str]] = {}
     for column, kind in kinds.items():
-        groups.setdefault("tabular" if kind in TABULAR else kind, []).append(column)
+        groups.setdefault("tabular" if modality(kind).tabular else kind, []).append(column)
     return groups
 
 
@@ -81,11 +80,9 @@ def plan_configurations(
 
 
 def metric_name(model: Model) -> tuple[str, bool]:
-    """The compared metric and whether higher is better."""
-    task = model.schema_.targets[0].task
-    if task == "regression":
-        return "rmse", False
-    return ("micro_f1", True) if task == "multilabel" else ("accuracy", True)
+    """The compared metric (the task's score metric) and whether higher is better."""
+    task = model.task()
+    return task.score_metric, task.metrics[task.score_metric]
 
 
 def compare(
@@ -106,10 +103,10 @@ def compare(
     configurations = plan_configurations(kinds, fusions)
     metric, higher = "accuracy", True
     for seed in range(seeds):
-        unimodal_outputs = []
+        unimodal_outputs, unimodal_tasks = [], []
         for configuration in configurations:
             if configuration.family == "ensemble":
-                score = ensemble_score(unimodal_outputs, scored, metric)
+                score = ensemble_score(unimodal_tasks[0], unimodal_outputs, scored, metric)
                 configuration.runs.append(RunResult(seed, score, 0.0, 0))
                 log(f"seed {seed} {configuration.name}: {metric} {score:.4f}")
                 continue
@@ -129,31 +126,22 @@ def compare(
                 )
             )
             if configuration.family == "unimodal":
-                unimodal_outputs.append(model_outputs(model, scored, target))
+                unimodal_outputs.append(model_outputs(model, scored))
+                unimodal_tasks.append(model.task())
             log(f"seed {seed} {configuration.name}: {metric} {score:.4f} ({seconds:.0f} s)")
     return summarise(configurations, metric, higher, target, len(scored))
 
 
-def model_outputs(model: Model, table: Table, target: str) -> dict:
-    """What the ensemble averages: class probabilities, or predicted values."""
-    state = model.schema_.targets[0]
-    if state.task == "regression":
-        values = model.predict(table)[f"{target}_predicted"].to_numpy()
-        return {"values": values, "truth": table.frame[target].to_numpy(float)}
-    probabilities = model.predict_proba(table).to_numpy()
-    return {"probabilities": probabilities, "classes": state.classes, "truth": table.frame[target]}
+def model_outputs(model: Model, table: Table) -> dict[str, np.ndarray]:
+    """What the ensemble combines: the first target's decoded outputs on `table`."""
+    task = model.task()
+    return task.decode(model.forward(model.encode(table))[task.state.column])
 
 
-def ensemble_score(outputs: list[dict], table: Table, metric: str) -> float:
-    if "values" in outputs[0]:
-        mean = np.mean([o["values"] for o in outputs], axis=0)
-        return float(np.sqrt(np.nanmean((mean - outputs[0]["truth"]) ** 2)))
-    probabilities = np.mean([o["probabilities"] for o in outputs], axis=0)
-    classes = np.asarray(outputs[0]["classes"], dtype=object)
-    truth = np.array([category_text(v) for v in outputs[0]["truth"]], dtype=object)
-    if metric == "micro_f1":
-        raise NotImplementedError("ensembles of multi-label models are not compared yet")
-    return float(np.mean(classes[probabilities.argmax(axis=1)] == truth))
+def ensemble_score(task: Task, outputs: list[dict], table: Table, metric: str) -> float:
+    """The metric of the unimodal models' combined outputs (the task says how to combine)."""
+    truth = encode_targets([task.state], table)[task.state.column]
+    return float(task.evaluate(*truth, task.combine(outputs))[metric])
 
 
 def summarise(

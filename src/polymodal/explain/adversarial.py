@@ -13,26 +13,26 @@ import torch
 
 from polymodal.explain.runner import Runner
 from polymodal.explain.scoring import Truth, score
+from polymodal.modalities import modality
 from polymodal.model import Model
 
-CONTINUOUS = ("image", "audio", "video", "number")
-PIXEL_EPSILONS = [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255]
-FEATURE_EPSILONS = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 PGD_STEPS = 10
 
 
+def attackable(kind: str) -> bool:
+    """Continuous features only (images, audio, video, numbers): ids cannot move by ε."""
+    return modality(kind).continuous
+
+
 def epsilons_for(kind: str) -> tuple[list[float], str]:
-    if kind in ("image", "video"):
-        return PIXEL_EPSILONS, "ε (0–1 pixel scale, L∞)"
-    return FEATURE_EPSILONS, "ε (standard deviations, L∞)"
+    """The ε levels and their unit, as the modality reads them."""
+    return modality(kind).epsilons()
 
 
 def feature_scale(model: Model, name: str) -> torch.Tensor:
     """How many feature units one unit of ε is (pixels are divided by the channel std)."""
-    kind = model.net_.input_kinds[name]
-    if kind in ("image", "video"):
-        return 1 / torch.tensor(model.schema_.input(name).std)[:, None, None]
-    return torch.tensor(1.0)
+    state = model.schema_.input(name)
+    return modality(state.kind).attack_scale(state)
 
 
 def editable(item: dict) -> torch.Tensor:
@@ -49,7 +49,7 @@ def loss_gradient(
 ) -> torch.Tensor:
     x = x.detach().requires_grad_(True)
     outputs = runner.forward_with(chunk, name, x)[target]
-    loss = runner.model.head(target).loss(outputs, *truth)
+    loss = runner.model.task(target).loss(outputs, *truth)
     (gradient,) = torch.autograd.grad(loss, x)
     return gradient
 

@@ -21,10 +21,10 @@ from torch import nn
 from polymodal.encoders.base import EncodedInput
 from polymodal.explain.runner import Runner
 from polymodal.explain.scoring import Features, take_rows
+from polymodal.modalities import modality
 from polymodal.model import Model
 
 STEPS = 64  # with ReLU networks 32 left completeness errors near 0.1; 64 stays under 0.01
-EMBEDDING_KINDS = ("text", "category")
 
 
 @dataclass
@@ -44,7 +44,7 @@ def row_forward(runner: Runner, name: str, target: str) -> Callable[[torch.Tenso
     """f(values of `name` for a batch of interpolation steps) → the target's scores per
     step: class probabilities, or the standardised value for regression. The row's other
     inputs are encoded once and repeated for every step."""
-    head = runner.model.head(target)
+    task = runner.model.task(target)
     row = runner.features[name]
     cached = runner.encoded[0]
 
@@ -56,10 +56,7 @@ def row_forward(runner: Runner, name: str, target: str) -> Callable[[torch.Tenso
         }
         item = {key: tensor.expand(steps, *tensor.shape[1:]) for key, tensor in row.items()}
         encoded[name] = runner.encode_one(name, {**item, "values": values})
-        outputs = runner.heads(encoded)[target]
-        if head.state.task == "regression":
-            return outputs[:, 0]
-        return head.probabilities(outputs)
+        return task.attribution_output(runner.heads(encoded)[target])
 
     return forward
 
@@ -79,7 +76,7 @@ def attribute_input(runner: Runner, name: str, target: str, label: int | None) -
     row = runner.features
     values = row[name]["values"]
     with torch.enable_grad():
-        if kind in EMBEDDING_KINDS:
+        if modality(kind).embedded:  # ids: attribute at the embedding
             layer = embedding_layer(runner.encoder(name))
             method = LayerIntegratedGradients(forward, layer)
             scores = method.attribute(

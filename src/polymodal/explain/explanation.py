@@ -73,15 +73,15 @@ def explain(
     """Contributions of each input to the metric (over every row with a known target) and to
     each chosen row's prediction, and, if `attributions`, Captum attributions inside each
     input of the chosen rows (every row when `rows` is None)."""
-    target = model._target(target).column
+    target = model.task(target).state.column
     table = read_table(data)
     features = model.encode(table)
     chosen = check_rows(rows, len(table))
     truth = truths(model, table).get(target)
     contributions = modality_contributions(model, features, target, truth, chosen, seed=seed)
     outputs = model.forward(features, chosen)[target]
-    labels, _ = predicted_classes(model, target, outputs)
-    regression = model.head(target).state.task == "regression"
+    references, _ = predicted_classes(model, target, outputs)
+    task = model.task(target)
     explained = []
     for index, row in enumerate(chosen):
         entry = RowExplanation(
@@ -91,7 +91,7 @@ def explain(
             contributions=contributions.row_contributions[index],
         )
         if attributions:
-            label = None if regression else int(labels[index])
+            label = task.attribution_index(references[index])
             entry.attributions = attribute_row(model, features, int(row), target, label)
             for item in entry.attributions:
                 item.summary = summarise(model, item)

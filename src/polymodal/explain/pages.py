@@ -13,7 +13,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from polymodal.explain.explanation import Explanation, RowExplanation
-from polymodal.explain.render import TABULAR, figure, img_tag, png_bytes, tabular_figure, token_html
+from polymodal.explain.render import (
+    figure,
+    img_tag,
+    is_tabular,
+    png_bytes,
+    tabular_figure,
+    token_html,
+)
 from polymodal.model import Model
 
 STYLE = (
@@ -30,7 +37,7 @@ def row_pictures(model: Model, row: RowExplanation) -> dict[str, bytes]:
         drawn = figure(model, item)
         if drawn is not None:
             pictures[f"row{row.row}_{safe(item.input)}"] = png_bytes(drawn)
-    tabular = [item for item in row.attributions if item.kind in TABULAR]
+    tabular = [item for item in row.attributions if is_tabular(item)]
     if tabular:
         pictures[f"row{row.row}_columns"] = png_bytes(tabular_figure(tabular))
     return pictures
@@ -57,7 +64,7 @@ def row_html(model: Model, row: RowExplanation, pictures: dict[str, bytes]) -> s
         contributions_table(row.contributions),
     ]
     for item in row.attributions:
-        if item.kind == "text":
+        if "tokens" in item.summary:  # text: highlighted tokens, not a picture
             parts.append(f"<p><b>{html.escape(item.input)}</b></p>" + token_html(item.summary))
     parts += [img_tag(data, f"attributions for {stem}") for stem, data in pictures.items()]
     return "\n".join(parts)

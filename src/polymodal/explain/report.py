@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from polymodal.config import FILE_KINDS
 from polymodal.data.table import Table, read_table, split_rows
 from polymodal.explain import findings, sections
 from polymodal.explain.explanation import explain
@@ -22,6 +21,7 @@ from polymodal.explain.figures import training_curves
 from polymodal.explain.groups import group_metrics
 from polymodal.explain.pages import STYLE, row_html, row_pictures
 from polymodal.explain.robustness import ATTACK_ROWS, robustness
+from polymodal.modalities import modality
 from polymodal.model import DataLike, Model
 
 EXAMPLE_ROWS = 3
@@ -61,9 +61,9 @@ def sample(table: Table, limit: int, seed: int) -> Table:
 
 
 def default_groups(model: Model, table: Table) -> list[str]:
-    return [
-        s.source for s in model.schema_.inputs if s.kind == "category" and s.source in table.frame
-    ][:2]
+    """Up to two columns whose values name groups of rows (categories), for the slices."""
+    grouping = [s.source for s in model.schema_.inputs if modality(s.kind).groups_rows]
+    return [source for source in grouping if source in table.frame][:2]
 
 
 def data_sections(model: Model, data: DataLike, options: ReportOptions) -> list[tuple[str, str]]:
@@ -153,7 +153,7 @@ def training_report(
         table, name = read_table(valid), "the validation table"
     else:
         table = read_table(data)
-        together = [s.source for s in model.schema_.inputs if s.kind in FILE_KINDS]
+        together = [s.source for s in model.schema_.inputs if modality(s.kind).files]
         train = model.config.train
         splits = split_rows(table, train.valid_fraction, train.seed, together)
         held = "test" if len(splits["test"]) else "valid"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from polymodal.data.table import Table, read_table
-from polymodal.explain.adversarial import CONTINUOUS, attack_score, epsilons_for
+from polymodal.explain.adversarial import attack_score, attackable, epsilons_for
 from polymodal.explain.noise import sweeps_for
 from polymodal.explain.runner import Runner
 from polymodal.explain.scoring import Truth, metric_name, score, scores, take_rows, truths
@@ -108,7 +108,7 @@ def attack_curves(runner: Runner, target: str, truth: Truth, seed: int) -> list[
     found = []
     for name in model.net_.input_names:
         kind = model.net_.input_kinds[name]
-        if kind not in CONTINUOUS:
+        if not attackable(kind):
             continue
         epsilons, unit = epsilons_for(kind)
         for method in ("fgsm", "pgd"):

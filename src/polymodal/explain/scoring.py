@@ -1,8 +1,8 @@
 """Scores shared by explanations, robustness checks and group metrics.
 
 Every analysis here asks the same question, "how good is the model on these rows when its
-inputs are edited?", so one higher-is-better number per target keeps them comparable:
-accuracy for classes, micro-F1 for multi-label targets and −RMSE for numbers.
+inputs are edited?", so one higher-is-better number per target keeps them comparable: each
+task's score metric, negated where lower is better (`neg_rmse` for numbers).
 """
 
 from __future__ import annotations
@@ -12,18 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from polymodal.data.features import encode_targets
 from polymodal.data.table import Table
-from polymodal.evaluation.metrics import target_metrics
-from polymodal.model import Model, decode_outputs
+from polymodal.model import Model
+from polymodal.tasks import encode_targets
 
 Features = dict[str, dict[str, torch.Tensor]]
-METRICS = {
-    "multiclass": "accuracy",
-    "binary": "accuracy",
-    "multilabel": "micro_f1",
-    "regression": "neg_rmse",
-}
 
 
 @dataclass
@@ -35,26 +28,22 @@ class Truth:
 
 
 def metric_name(model: Model, target: str) -> str:
-    return METRICS[model.head(target).state.task]
+    """The name of `score`: the task's score metric, `neg_` first where lower is better."""
+    task = model.task(target)
+    name = task.score_metric
+    return name if task.metrics[name] else f"neg_{name}"
 
 
 def truths(model: Model, table: Table) -> dict[str, Truth]:
     """Encoded targets present in `table` (a table without a target column gives none)."""
     present = [s for s in model.schema_.targets if s.column in table.frame.columns]
-    if not present:
-        return {}
-    schema = model.schema_.model_copy(update={"targets": present})
-    return {name: Truth(*pair) for name, pair in encode_targets(schema, table).items()}
+    return {name: Truth(*pair) for name, pair in encode_targets(present, table).items()}
 
 
 def score(model: Model, target: str, outputs: np.ndarray, truth: Truth) -> float:
     """The target's higher-is-better metric over rows with a known target (NaN if none)."""
-    if not truth.known.any():
-        return float("nan")
-    head = model.head(target)
-    metrics = target_metrics(head.state, truth.values, truth.known, decode_outputs(head, outputs))
-    name = METRICS[head.state.task]
-    return -metrics["rmse"] if name == "neg_rmse" else metrics[name]
+    task = model.task(target)
+    return task.score(truth.values, truth.known, task.decode(outputs))
 
 
 def scores(model: Model, outputs: dict[str, np.ndarray], known: dict[str, Truth]) -> dict:
@@ -77,23 +66,17 @@ def take_rows(features: Features, rows: np.ndarray) -> Features:
 
 
 def predicted_classes(model: Model, target: str, outputs: np.ndarray) -> tuple[np.ndarray, list]:
-    """(class index per row, prediction per row). The explained quantity is the probability
-    of that class (for multi-label, the most probable label), fixed once from the outputs with
-    every input, so every coalition is scored on the same class; regression has no classes."""
-    head = model.head(target)
-    decoded = decode_outputs(head, outputs)
-    if head.state.task == "regression":
-        return np.zeros(len(outputs), dtype=np.int64), [float(v) for v in decoded["value"]]
-    chosen = decoded["probabilities"].argmax(axis=1)
-    return chosen, [str(head.state.classes[i]) for i in chosen]
+    """(reference per row, prediction per row): what each row's explanation is about (for
+    class tasks the predicted class), fixed once from the outputs with every input, so every
+    coalition is scored on the same thing."""
+    task = model.task(target)
+    return task.reference(task.decode(outputs))
 
 
 def explained_value(
     model: Model, target: str, outputs: np.ndarray, classes: np.ndarray
 ) -> np.ndarray:
-    """Per row, the probability of the given class; the value in target units for regression."""
-    head = model.head(target)
-    decoded = decode_outputs(head, outputs)
-    if head.state.task == "regression":
-        return decoded["value"]
-    return decoded["probabilities"][np.arange(len(classes)), classes]
+    """Per row, the value the task's Shapley contributions explain (e.g. the probability of
+    the reference class, or the predicted value)."""
+    task = model.task(target)
+    return task.explained_value(task.decode(outputs), classes)

@@ -1,5 +1,6 @@
 """Cross-modal attention: a transformer over every input's tokens, tagged with an input
-embedding, read out through a [CLS] token. Masked tokens are never attended to."""
+embedding, read out through a [CLS] token. Masked tokens are never attended to; the whole
+transformed sequence ([CLS] first) is the token memory a decoder can attend to."""
 
 from __future__ import annotations
 
@@ -30,8 +31,7 @@ class AttentionFusion(nn.Module):
         for index, name in enumerate(self.names):
             tokens.append(encoded[name].tokens + self.input_embedding[index])
             masks.append(encoded[name].mask)
-        sequence = self.blocks(
-            torch.cat(tokens, dim=1), src_key_padding_mask=~torch.cat(masks, dim=1)
-        )
-        features = self.norm(sequence[:, :1])
-        return Fused(features, torch.ones(batch, 1, device=features.device))
+        mask = torch.cat(masks, dim=1)
+        sequence = self.norm(self.blocks(torch.cat(tokens, dim=1), src_key_padding_mask=~mask))
+        features = sequence[:, :1]
+        return Fused(features, torch.ones(batch, 1, device=features.device), sequence, mask)

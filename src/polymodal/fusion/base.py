@@ -1,8 +1,12 @@
-"""The fusion contract: encoded inputs → `Fused` features for the heads.
+"""The fusion contract: encoded inputs → `Fused` features for the heads, and a token memory.
 
 `features` is [batch, branches, dim] and `weights` [batch, branches]: early fusion gives one
 branch with weight 1; late fusion gives one branch per input and the heads' outputs are
 combined with the weights. Heads never need to know which fusion ran.
+
+`memory` [batch, tokens, dim] with `memory_mask` [batch, tokens] (True where a token is real)
+keeps every input's tokens, so a decoder can cross-attend to them; its first tokens are
+always real (the fused read-out), so no row's memory is empty even with every input missing.
 """
 
 from __future__ import annotations
@@ -21,6 +25,19 @@ FUSIONS: Registry[nn.Module] = Registry("fusion")
 class Fused(NamedTuple):
     features: torch.Tensor  # [batch, branches, dim]
     weights: torch.Tensor  # [batch, branches], rows sum to 1
+    memory: torch.Tensor  # [batch, tokens, dim]
+    memory_mask: torch.Tensor  # [batch, tokens], True where a token is real
+
+
+def token_memory(
+    first: torch.Tensor, encoded: dict[str, EncodedInput], names: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`first` (always-real tokens [batch, n, dim]) followed by every input's tokens, with
+    their masks: an absent input's tokens are all masked."""
+    tokens = [first] + [encoded[name].tokens.to(first.dtype) for name in names]
+    always = torch.ones(first.shape[:2], dtype=torch.bool, device=first.device)
+    masks = [always] + [encoded[name].mask for name in names]
+    return torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
 
 
 def masked_mean(encoded: EncodedInput) -> torch.Tensor:

@@ -7,7 +7,7 @@ from torch import nn
 
 from polymodal.config import ModelSettings
 from polymodal.encoders.base import EncodedInput
-from polymodal.fusion.base import FUSIONS, Fused, PooledInputs
+from polymodal.fusion.base import FUSIONS, Fused, PooledInputs, token_memory
 
 
 @FUSIONS.register("concat")
@@ -27,4 +27,5 @@ class ConcatFusion(nn.Module):
     def forward(self, encoded: dict[str, EncodedInput]) -> Fused:
         pooled, _ = self.pool(encoded)
         features = self.mix(pooled.flatten(1))[:, None]
-        return Fused(features, torch.ones(features.shape[:2], device=features.device))
+        memory, mask = token_memory(features, encoded, self.pool.names)
+        return Fused(features, torch.ones(features.shape[:2], device=features.device), memory, mask)

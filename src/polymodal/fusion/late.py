@@ -8,7 +8,7 @@ from torch import nn
 
 from polymodal.config import ModelSettings
 from polymodal.encoders.base import EncodedInput
-from polymodal.fusion.base import FUSIONS, Fused, PooledInputs
+from polymodal.fusion.base import FUSIONS, Fused, PooledInputs, token_memory
 
 
 @FUSIONS.register("late")
@@ -24,4 +24,5 @@ class LateFusion(nn.Module):
         none_present = ~present.any(dim=1, keepdim=True)
         usable = present | none_present  # a row with nothing falls back to every branch
         logits = self.logit_weights.expand_as(present).masked_fill(~usable, float("-inf"))
-        return Fused(pooled, torch.softmax(logits, dim=1))
+        memory, mask = token_memory(pooled, encoded, self.pool.names)
+        return Fused(pooled, torch.softmax(logits, dim=1), memory, mask)

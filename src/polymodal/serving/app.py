@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from polymodal import __version__
 from polymodal.data.problems import BadInputError
 from polymodal.model import CONFIG, WEIGHTS
 from polymodal.serving.errors import install_error_handlers
@@ -21,6 +20,7 @@ from polymodal.serving.routes.page import STATIC
 from polymodal.serving.security import API_KEY_HEADER, BodyLimitMiddleware
 from polymodal.serving.service import Service
 from polymodal.serving.settings import SETTINGS_VARIABLE, ServeSettings
+from polymodal.version import __version__
 
 
 def check_model_dir(settings: ServeSettings) -> None:

@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from polymodal.data.problems import BadInputError, Problem
-from polymodal.data.table import Table
-from polymodal.model import Model, decode_outputs, prediction_columns
+from polymodal.data.table import Table, read_tables
+from polymodal.model import Model
 from polymodal.progress import progress_enabled
 
 ROW = "row"
@@ -42,9 +42,9 @@ class BatchResult:
 def output_header(model: Model) -> list[str]:
     """The output's columns: `row`, then each target's prediction and probability columns."""
     header = [ROW]
-    for state in model.schema_.targets:
-        empty = decode_outputs(model.head(state.column), np.zeros((0, state.n_outputs), np.float32))
-        header += list(prediction_columns(state, empty))
+    for task in model.net_.tasks:
+        empty = task.decode(np.zeros((0, task.outputs), np.float32))
+        header += list(task.columns(empty))
     return header
 
 
@@ -82,15 +82,15 @@ def predict_to_csv(
         for offset, frame in read_chunks(data, chunk_size, skip=done):
             table = Table(frame.reset_index(drop=True), base_dir, str(data))
             with progress_off():
-                predictions = model.predict(table)
+                features = model.encode(table)
+                predictions = model.predictions(features)
             predictions.insert(0, ROW, np.arange(offset, offset + len(frame)))
             predictions.to_csv(handle, header=False, index=False, lineterminator="\n")
             handle.flush()
             os.fsync(handle.fileno())
             result.written += len(frame)
             result.problems += [
-                replace(problem, row=problem.row + offset)
-                for problem in model.last_problems_.problems
+                replace(problem, row=problem.row + offset) for problem in features.problems.problems
             ]
             advance(len(frame))
             if on_chunk:
@@ -152,40 +152,14 @@ def complete_records_end(path: Path) -> tuple[int, int]:
 
 # ------------------------------------------------------------------- reading
 def read_chunks(path: Path, size: int, skip: int = 0) -> Iterator[tuple[int, pd.DataFrame]]:
-    """(offset of the first row, frame) per chunk, from row `skip` on; columns as read_table."""
-    offset = 0
-    for frame in raw_chunks(path, size):
-        frame.columns = [str(column).strip() for column in frame.columns]
-        start, offset = offset, offset + len(frame)
-        if offset <= skip:
+    """(offset of the first row, frame) per chunk, from row `skip` on, as `read_tables` reads."""
+    for table in read_tables(path, chunk_rows=size):
+        start, frame = table.first_row, table.frame
+        if start + len(frame) <= skip:
             continue
         if start < skip:
-            frame = frame.iloc[skip - start :]
-            start = skip
+            frame, start = frame.iloc[skip - start :], skip
         yield start, frame
-
-
-def raw_chunks(path: Path, size: int) -> Iterator[pd.DataFrame]:
-    suffix = "".join(path.suffixes[-2:]).lower()
-    try:
-        if suffix.endswith((".parquet", ".pq")):
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
-                yield batch.to_pandas()
-        elif suffix.endswith((".jsonl", ".ndjson")):
-            with pd.read_json(path, lines=True, chunksize=size) as reader:
-                yield from reader
-        elif suffix.endswith(".json"):
-            frame = pd.read_json(path)
-            for start in range(0, len(frame), size):
-                yield frame.iloc[start : start + size]
-        else:
-            separator = "\t" if suffix.endswith(".tsv") else ","
-            with pd.read_csv(
-                path, sep=separator, encoding="utf-8", encoding_errors="replace", chunksize=size
-            ) as reader:
-                yield from reader
-    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise BadInputError(f"cannot read table {path}: {error}") from None
 
 
 def count_rows(path: Path) -> int | None:

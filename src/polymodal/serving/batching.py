@@ -73,9 +73,9 @@ class MicroBatcher:
         self.task = asyncio.create_task(self.run_forever(), name="polymodal-batcher")
 
     async def stop(self) -> None:
-        for task in [self.task, *self.running]:
-            if task:
-                task.cancel()
+        for pending in [self.task, *self.running]:
+            if pending:
+                pending.cancel()
         await asyncio.gather(*[t for t in [self.task, *self.running] if t], return_exceptions=True)
         self.model_thread.shutdown(wait=False, cancel_futures=True)
 

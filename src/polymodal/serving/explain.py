@@ -62,11 +62,7 @@ def explain_rows(model: Model, features: dict) -> list[dict[str, dict]]:
         classes, predicted = predicted_classes(model, target, blocks[-1])  # with every input
         values = np.stack([explained_value(model, target, block, classes) for block in blocks])
         contributions, _ = shapley_values(names, lambda keep, v=values: v[subset_of[keep]])
-        explained = (
-            f"predicted {target}"
-            if state.task == "regression"
-            else "probability of the predicted class"
-        )
+        explained = model.task(target).explained
         for row in range(rows):
             result[row][target] = {
                 "explained": explained,

@@ -17,20 +17,13 @@ from fastapi import Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from polymodal.config import FILE_KINDS
 from polymodal.data.column import is_missing
 from polymodal.data.features import FittedSchema
 from polymodal.data.sniff import sniff_bytes
+from polymodal.modalities import modality
 from polymodal.serving.errors import ApiError, describe_validation
-from polymodal.serving.schemas import FileValue, InputField, JsonRow, RowsBody
+from polymodal.serving.schemas import FileValue, InputField, JsonRow, RowsBody, WidgetInfo
 
-FORMATS = {
-    "image": ["PNG", "JPEG", "GIF", "BMP", "WebP", "TIFF"],
-    "audio": ["WAV", "FLAC", "OGG", "MP3", "M4A", "sound track of MP4/WebM/MKV"],
-    "video": ["MP4", "MOV", "AVI", "MKV", "WebM"],
-}
-ACCEPT = {"image": "image/*", "audio": "audio/*,video/webm,video/mp4", "video": "video/*"}
-SNIFFED = {"image": {"image"}, "audio": {"audio", "video"}, "video": {"video"}}
 MAX_CATEGORIES_SHOWN = 1000
 MULTIPART_ROW = re.compile(r"^rows\[(\d{1,6})\]\[(.+)\]$")
 ANY_JSON = TypeAdapter(Any)
@@ -57,16 +50,20 @@ def input_fields(schema: FittedSchema) -> list[InputField]:
         by_source.setdefault(state.source, []).append(state)
     fields = []
     for source, states in by_source.items():
-        kinds = [state.kind for state in states]
-        kind = next((k for k in ("video", "audio", "image") if k in kinds), kinds[0])
-        categories = getattr(states[0], "vocabulary", None) if kind == "category" else None
+        # A video column also feeds its sound track: the highest-ranked modality names it.
+        reader, state = max(((modality(s.kind), s) for s in states), key=lambda p: p[0].rank)
+        categories = reader.field_choices(state)
+        widget = reader.widget
         fields.append(
             InputField(
                 name=source,
-                kind=kind,
-                file=kind in FILE_KINDS,
-                accept=ACCEPT.get(kind),
-                formats=FORMATS.get(kind, []),
+                kind=reader.name,
+                widget=WidgetInfo(
+                    control=widget.control, capture=widget.capture, preview=widget.preview
+                ),
+                file=reader.files,
+                accept=widget.accept,
+                formats=list(reader.formats),
                 categories=categories[:MAX_CATEGORIES_SHOWN] if categories is not None else None,
                 categories_truncated=bool(categories) and len(categories) > MAX_CATEGORIES_SHOWN,
                 inputs=[state.column for state in states],
@@ -191,7 +188,7 @@ def check_file(index: int, field: InputField, value: object) -> Upload | None:
             422, f"column '{field.name}': the uploaded file is empty", column=field.name, row=index
         )
     kind = sniff_bytes(data[:64])
-    if kind not in SNIFFED[field.kind]:
+    if kind not in modality(field.kind).sniffed:
         found = f"{kind} content" if kind else "no supported format"
         raise ApiError(
             415,

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
+
+from polymodal.tasks import TargetPrediction  # each task's part of a response subclasses it
 
 
 class FileValue(BaseModel):
@@ -25,11 +35,20 @@ class RowsBody(BaseModel):
     rows: list[JsonRow] = Field(min_length=1)
 
 
+class WidgetInfo(BaseModel):
+    """How a form asks for the column, as its modality describes it."""
+
+    control: str = Field(description="file, textarea, number, select or text")
+    capture: str | None = Field(None, description="camera or microphone: offer to record")
+    preview: str | None = Field(None, description="img, audio or video: show a chosen file")
+
+
 class InputField(BaseModel):
     """One column a request may fill."""
 
     name: str = Field(description="the column name to use in a request")
-    kind: Literal["text", "image", "audio", "video", "number", "category"]
+    kind: str = Field(description="a registered modality: text, image, audio, ...")
+    widget: WidgetInfo
     file: bool = Field(description="true: send a file (multipart upload or base64 in JSON)")
     accept: str | None = Field(None, description="for a browser's file input `accept`")
     formats: list[str] = Field([], description="file formats read, told apart by content")
@@ -52,11 +71,6 @@ class SchemaResponse(BaseModel):
     api_key_required: bool
 
 
-class TargetPrediction(BaseModel):
-    predicted: str | float | list[str]
-    probabilities: dict[str, float] | None = None
-
-
 class InputWarning(BaseModel):
     row: int
     column: str
@@ -64,7 +78,7 @@ class InputWarning(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    predictions: list[dict[str, TargetPrediction]] = Field(
+    predictions: list[dict[str, SerializeAsAny[TargetPrediction]]] = Field(
         description="one entry per row, in request order: target → prediction"
     )
     warnings: list[InputWarning] = []
@@ -72,7 +86,7 @@ class PredictResponse(BaseModel):
 
 class TargetExplanation(BaseModel):
     explained: str = Field(description="what the contributions add up to")
-    predicted: str | float
+    predicted: str | float | list[str]
     value: float = Field(description="the explained value with every input")
     base: float = Field(description="the explained value with every input masked")
     contributions: dict[str, float] = Field(description="input → exact Shapley value")

@@ -25,7 +25,8 @@ import torch
 from polymodal.data.cache import FeatureCache
 from polymodal.data.problems import BadInputError, DecodeError, ProblemLog
 from polymodal.data.table import Table
-from polymodal.model import Model, decode_outputs
+from polymodal.modalities import modality
+from polymodal.model import Model
 from polymodal.serving.batching import Features, Job, MicroBatcher
 from polymodal.serving.errors import ApiError
 from polymodal.serving.inputs import Row, Upload, input_fields
@@ -58,9 +59,9 @@ class Service:
         self.source_of = {
             name: field.name for field in self.fields for name in field.inputs
         }  # input → request column
-        self.category_inputs = {
-            state.column for state in self.model.schema_.inputs if state.kind == "category"
-        }
+        self.lenient_inputs = {
+            state.column for state in self.model.schema_.inputs if modality(state.kind).lenient
+        }  # inputs whose problems (unknown categories) are warnings
         self.folder = Path(tempfile.mkdtemp(prefix="polymodal-serve-"))  # mode 0700
         self.decoders = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="polymodal-decode"
@@ -132,7 +133,7 @@ class Service:
             index = int(np.searchsorted(starts, problem.row, side="right")) - 1
             row = problem.row - int(starts[index])
             column = self.source_of.get(problem.column, problem.column)
-            if problem.column in self.category_inputs:
+            if problem.column in self.lenient_inputs:
                 warnings[index].append(InputWarning(row=row, column=column, message=problem.reason))
             elif index not in errors:
                 message = f"row {row}, column '{column}': {problem.reason}"
@@ -201,20 +202,8 @@ class Service:
         """Raw outputs → per row, per target: the prediction and class probabilities."""
         rows = len(next(iter(outputs.values())))
         result: list[dict[str, TargetPrediction]] = [{} for _ in range(rows)]
-        for state in self.model.schema_.targets:
-            decoded = decode_outputs(self.model.head(state.column), outputs[state.column])
+        for name, decoded in self.model.decode(outputs).items():
+            task = self.model.task(name)
             for row in range(rows):
-                result[row][state.column] = target_prediction(state, decoded, row)
+                result[row][name] = task.prediction(decoded, row)
         return result
-
-
-def target_prediction(state: object, decoded: dict[str, np.ndarray], row: int) -> TargetPrediction:
-    if state.task == "regression":
-        return TargetPrediction(predicted=float(decoded["value"][row]))
-    probabilities = dict(zip(state.classes, map(float, decoded["probabilities"][row]), strict=True))
-    if state.task == "multilabel":
-        chosen = [
-            name for name, on in zip(state.classes, decoded["labels"][row], strict=True) if on
-        ]
-        return TargetPrediction(predicted=chosen, probabilities=probabilities)
-    return TargetPrediction(predicted=str(decoded["label"][row]), probabilities=probabilities)

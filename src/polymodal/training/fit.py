@@ -10,11 +10,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from torch.utils.data import DataLoader
 
 from polymodal.config import TrainSettings
 from polymodal.network import MultimodalNet
 from polymodal.progress import progress_enabled
-from polymodal.training.batches import TensorBatches
+from polymodal.terminal import quiet_lightning
 from polymodal.training.module import PolymodalModule
 
 CHECKPOINTS = ".checkpoints"  # inside the output folder; removed once the model is saved
@@ -74,8 +75,8 @@ def trainer_precision(setting: str) -> str:
 
 def train_network(
     net: MultimodalNet,
-    train: TensorBatches,
-    valid: TensorBatches,
+    train: DataLoader,
+    valid: DataLoader,
     settings: TrainSettings,
     workdir: Path,
     resume: bool = False,
@@ -89,6 +90,7 @@ def train_network(
         dirpath=checkpoints, filename="best", monitor="val_score", mode="max", save_last=True
     )
     history = History()
+    quiet_lightning()  # after Lightning's import, which sets its loggers to INFO
     trainer = L.Trainer(
         max_epochs=settings.max_epochs,
         max_time=parse_max_time(settings.max_time),

@@ -8,7 +8,6 @@ import lightning as L
 import torch
 
 from polymodal.config import TrainSettings
-from polymodal.evaluation.metrics import primary_score
 from polymodal.network import MultimodalNet, drop_modalities
 from polymodal.training.augment import augment_batch
 
@@ -44,9 +43,9 @@ class PolymodalModule(L.LightningModule):
     def combined_loss(self, outputs: dict, targets: dict) -> torch.Tensor:
         """Sum over targets of weight × that target's loss."""
         total = 0.0
-        for name, head in zip(self.net.target_names, self.net.heads, strict=True):
+        for name, task in zip(self.net.target_names, self.net.tasks, strict=True):
             values, known = targets[name]
-            total = total + head.state.weight * head.loss(outputs[name], values, known)
+            total = total + task.state.weight * task.loss(outputs[name], values, known)
         return total
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
@@ -79,11 +78,13 @@ class PolymodalModule(L.LightningModule):
         if not self._valid_outputs:
             return
         scores = []
-        for name, head in zip(self.net.target_names, self.net.heads, strict=True):
-            outputs = torch.cat([step[name][0] for step in self._valid_outputs])
-            values = torch.cat([step[name][1] for step in self._valid_outputs])
-            known = torch.cat([step[name][2] for step in self._valid_outputs])
-            scores.append(primary_score(head, outputs, values, known))
+        for name, task in zip(self.net.target_names, self.net.tasks, strict=True):
+            outputs, values, known = (
+                torch.cat([step[name][part] for step in self._valid_outputs]).numpy()
+                for part in range(3)
+            )
+            score = task.score(values, known.astype(bool), task.decode(outputs))
+            scores.append(0.0 if math.isnan(score) else score)
         self._valid_outputs.clear()
         if len(scores) == 1:
             score = scores[0]

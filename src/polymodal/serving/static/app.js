@@ -69,27 +69,26 @@ function fieldFor(field, index) {
     const preview = element("div", { class: "preview", id: `preview-${index}` });
     input.addEventListener("change", () => {
       state.captured.delete(field.name);
-      if (input.files[0]) showPreview(preview, field.kind, input.files[0]);
+      if (input.files[0]) showPreview(preview, field.widget.preview, input.files[0]);
       else preview.replaceChildren();
     });
     box.append(input, captureControls(field, index, preview), preview);
     box.append(element("div", { class: "muted", text: field.formats.join(", ") }));
-  } else if (field.kind === "category" && field.categories && field.categories.length) {
+  } else if (field.widget.control === "select" && field.categories && field.categories.length) {
     const select = element("select", { id, name: field.name, "data-column": field.name }, [element("option", { value: "", text: "(missing)" })]);
     for (const value of field.categories) select.append(element("option", { value, text: value }));
     box.append(select);
-  } else if (field.kind === "text") {
+  } else if (field.widget.control === "textarea") {
     box.append(element("textarea", { id, name: field.name, "data-column": field.name }));
   } else {
-    const type = field.kind === "number" ? "number" : "text";
+    const type = field.widget.control === "number" ? "number" : "text";
     box.append(element("input", { type, step: type === "number" ? "any" : null, id, name: field.name, "data-column": field.name }));
   }
   return box;
 }
 
-function showPreview(preview, kind, blob) {
+function showPreview(preview, tag, blob) {
   const url = URL.createObjectURL(blob);
-  const tag = kind === "image" ? "img" : kind === "audio" ? "audio" : "video";
   const media = element(tag, { src: url, alt: "preview" });
   if (tag !== "img") media.controls = true;
   preview.replaceChildren(media);
@@ -99,8 +98,8 @@ function captureControls(field, index, preview) {
   const controls = element("div", { class: "capture" });
   const media = navigator.mediaDevices && navigator.mediaDevices.getUserMedia;
   if (!media) return controls;
-  if (field.kind === "image") controls.append(cameraButton(field, index, preview));
-  if (field.kind === "audio" && window.MediaRecorder) controls.append(recordButton(field, index, preview));
+  if (field.widget.capture === "camera") controls.append(cameraButton(field, index, preview));
+  if (field.widget.capture === "microphone" && window.MediaRecorder) controls.append(recordButton(field, index, preview));
   return controls;
 }
 
@@ -132,7 +131,7 @@ function cameraButton(field, index, preview) {
     button.textContent = "Use camera";
     canvas.toBlob((blob) => {
       state.captured.set(field.name, new File([blob], "snapshot.png", { type: "image/png" }));
-      showPreview(preview, "image", blob);
+      showPreview(preview, field.widget.preview, blob);
     }, "image/png");
   });
   return button;
@@ -161,7 +160,7 @@ function recordButton(field, index, preview) {
       const recorded = new Blob(chunks, { type: chunks[0] ? chunks[0].type : "audio/webm" });
       const file = await toWav(recorded).catch(() => new File([recorded], "recording.webm", { type: recorded.type }));
       state.captured.set(field.name, file);
-      showPreview(preview, "audio", file);
+      showPreview(preview, field.widget.preview, file);
     });
     recorder.start();
     button.textContent = "Stop recording";

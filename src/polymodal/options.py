@@ -1,0 +1,150 @@
+"""Command-line options that set the config: one table, one function, shared definitions.
+
+`CONFIG_OPTIONS` names, for each option, the `Config` field it sets; `apply_options` lays the
+options the user gave over a loaded config and returns a new one. `train` and `compare` take
+the same `Annotated` definitions below, so both accept every option in the table, and each
+boolean comes as a `--x/--no-x` pair: a flag can unset what a YAML config set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from polymodal.config import Config, ConfigError, TargetConfig, load_config
+from polymodal.presets import add_preset, apply_encoder_options, set_gradient_checkpointing
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """`a, b,c` → ['a', 'b', 'c']; empty → None."""
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+def set_targets(config: Config, value: str) -> None:
+    """Keep what the config says of a named target (task, weight, separator)."""
+    known = {target.column: target for target in config.targets}
+    names = split_list(value) or []
+    config.targets = [known.get(name) or TargetConfig(column=name) for name in names]
+
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """Where one option lands: `path` is the dotted `Config` field; `edit`, when given,
+    changes that field in place instead of replacing it (the encoder options add to a dict)."""
+
+    path: str
+    parse: Callable[[Any], Any] = lambda value: value
+    edit: Callable[[Config, Any], None] | None = None
+
+    def apply(self, config: Config, value: Any) -> None:
+        if self.edit is not None:
+            self.edit(config, value)
+            return
+        *parents, field = self.path.split(".")
+        holder = config
+        for name in parents:
+            holder = getattr(holder, name)
+        setattr(holder, field, self.parse(value))
+
+
+# Keyed by the command's parameter name; the flag is the name with dashes. The encoder options
+# apply in this order: named encoders, the preset for kinds still unset, then modes.
+CONFIG_OPTIONS: dict[str, ConfigOption] = {
+    "target": ConfigOption("targets", edit=set_targets),
+    "inputs": ConfigOption("inputs", parse=split_list),
+    "fusion": ConfigOption("model.fusion"),
+    "epochs": ConfigOption("train.max_epochs"),
+    "max_time": ConfigOption("train.max_time"),
+    "seed": ConfigOption("train.seed"),
+    "modality_dropout": ConfigOption("train.modality_dropout"),
+    "strict": ConfigOption("train.strict"),
+    "augment": ConfigOption("train.augment"),
+    "encoder": ConfigOption(
+        "model.encoders", edit=lambda config, value: apply_encoder_options(config, value, [])
+    ),
+    "preset": ConfigOption("model.encoders", edit=add_preset),
+    "encoder_mode": ConfigOption(
+        "model.encoders", edit=lambda config, value: apply_encoder_options(config, [], value)
+    ),
+    "gradient_checkpointing": ConfigOption("model.encoders", edit=set_gradient_checkpointing),
+}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def apply_options(config: Config, options: Mapping[str, Any]) -> Config:
+    """A new config: `config` with each given option set (None and [] mean not given)."""
+    unknown = sorted(set(options) - set(CONFIG_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown options {unknown}; known: {', '.join(CONFIG_OPTIONS)}")
+    updated = config.model_copy(deep=True)
+    for name, option in CONFIG_OPTIONS.items():
+        value = options.get(name)
+        if value is not None and value != []:
+            option.apply(updated, value)
+    try:
+        return Config.model_validate(updated.model_dump(warnings=False))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        given = [flag(n) for n, o in CONFIG_OPTIONS.items() if where.startswith(o.path)]
+        raise ConfigError(f"{' / '.join(given) or where}: {first['msg']}") from None
+
+
+def settings_from(config_path: Path | None, given: Mapping[str, Any]) -> Config:
+    """The YAML config (or the defaults) with the command's config options on top; `given`
+    may hold the command's other parameters too (pass `locals()`)."""
+    chosen = {name: value for name, value in given.items() if name in CONFIG_OPTIONS}
+    return apply_options(load_config(config_path), chosen)
+
+
+# The options' definitions, shared by `train` and `compare`. None: not given (the config wins).
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config")]
+Target = Annotated[str, typer.Option("--target", help="target column(s), comma-separated")]
+Inputs = Annotated[str | None, typer.Option("--inputs", help="input columns, comma-separated")]
+Fusion = Annotated[str | None, typer.Option("--fusion", help="concat, late or attention")]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="maximum epochs")]
+MaxTime = Annotated[str | None, typer.Option("--max-time", help="minutes, or DD:HH:MM:SS")]
+Seed = Annotated[int | None, typer.Option("--seed", help="random seed")]
+ModalityDropout = Annotated[
+    float | None, typer.Option("--modality-dropout", help="drop whole inputs while training")
+]
+Strict = Annotated[
+    bool | None, typer.Option("--strict/--no-strict", help="stop at the first bad cell or file")
+]
+Augment = Annotated[
+    bool | None,
+    typer.Option("--augment/--no-augment", help="random shifts (images), SpecAugment (audio)"),
+]
+Encoder = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--encoder",
+        help="KIND|COLUMN=SOURCE: hf:NAME, timm:NAME, a saved folder or an encoder name "
+        "(repeatable), e.g. text=hf:bert-base-uncased",
+    ),
+]
+EncoderMode = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--encoder-mode", help="frozen, finetune or lora, for all pretrained encoders or KIND=MODE"
+    ),
+]
+Preset = Annotated[
+    str | None,
+    typer.Option("--preset", help="fast (from scratch) or accurate (pretrained encoders)"),
+]
+GradientCheckpointing = Annotated[
+    bool | None,
+    typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="pretrained encoders that train: less memory, more compute",
+    ),
+]

@@ -1,0 +1,20 @@
+"""Tasks: one module per kind of target, registered into `TASKS`.
+
+Add a task by subclassing `Task` in a module of its own and registering it; see
+CONTRIBUTING.md. `infer_task` asks the registered tasks in their `inference_order`.
+"""
+
+from polymodal.tasks import binary, multiclass, multilabel, regression  # noqa: F401  (registration)
+from polymodal.tasks.base import TASKS, TargetPrediction, TargetState, Task, task_for
+from polymodal.tasks.targets import encode_targets, fit_target, infer_task
+
+__all__ = [
+    "TASKS",
+    "TargetPrediction",
+    "TargetState",
+    "Task",
+    "encode_targets",
+    "fit_target",
+    "infer_task",
+    "task_for",
+]

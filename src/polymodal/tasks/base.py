@@ -1,0 +1,180 @@
+"""The task contract: what a target column is and how it is learned, decoded, scored and served.
+
+A task is one object per target, bound to that target's fitted `TargetState`. Everything that
+depends on the kind of target lives on it: fitting and encoding the target, the head, the loss
+(over the whole batch, so a contrastive task can see every row), decoding outputs to columns,
+metrics with their direction, the score that early stopping and `compare` use, the value that
+Shapley contributions explain, and the target's part of a serving response. Nothing outside
+`polymodal.tasks` asks which task a target is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from polymodal.config import TargetConfig
+from polymodal.fusion.base import Fused
+from polymodal.registry import Registry
+
+
+class TargetState(BaseModel):
+    """What fitting learned about one target; saved in config.json."""
+
+    column: str
+    task: str
+    weight: float = 1.0
+    separator: str = "|"
+    classes: list[str] = []  # label names for class tasks
+    mean: float = 0.0  # numeric targets are learned standardised
+    std: float = 1.0
+
+
+class TargetPrediction(BaseModel):
+    """One row's prediction for one target in a serving response; tasks add their fields."""
+
+    model_config = ConfigDict(extra="allow")
+    predicted: Any
+
+
+class Head(nn.Module):
+    """`Fused` features → raw outputs [batch, outputs]: one small MLP per fusion branch, their
+    outputs combined with the fusion's weights (late fusion has several branches)."""
+
+    def __init__(self, outputs: int, dim: int, branches: int, dropout: float) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                nn.LayerNorm(dim),
+                nn.Linear(dim, dim),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(dim, outputs),
+            )
+            for _ in range(branches)
+        )
+
+    def forward(self, fused: Fused) -> torch.Tensor:
+        outputs = torch.stack(
+            [branch(fused.features[:, i]) for i, branch in enumerate(self.branches)], dim=1
+        )
+        return (outputs * fused.weights.unsqueeze(-1)).sum(dim=1)
+
+
+def mean_over_known(per_row: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Average loss over rows whose target is known; 0 (with a gradient path) if none are."""
+    known = known.to(per_row.dtype)
+    return (per_row * known).sum() / known.sum().clamp(min=1.0)
+
+
+class Task:
+    """Base class of every task; subclasses register with `@TASKS.register("name")`.
+
+    `metrics` maps each scalar metric that `evaluate` returns to True where higher is better;
+    `score_metric` is the one early stopping, `compare` and the explanations rank by.
+    `inference_order` places the task in automatic inference (lower asks first); None: the
+    task is used only when the config names it.
+    """
+
+    metrics: ClassVar[dict[str, bool]] = {}
+    score_metric: ClassVar[str]
+    inference_order: ClassVar[int | None] = None
+    explained: ClassVar[str] = "the prediction"  # what Shapley contributions add up to
+
+    def __init__(self, state: TargetState) -> None:
+        self.state = state
+
+    # ---------------------------------------------------------------- the target
+    @classmethod
+    def claims(cls, values: list) -> bool:
+        """Whether inference should pick this task for a column with these (non-missing)
+        values; asked in `inference_order`."""
+        return False
+
+    @classmethod
+    def fit(cls, values: list, config: TargetConfig, table_name: str) -> TargetState:
+        """Learn label maps or scaling from the training rows' non-missing values."""
+        raise NotImplementedError
+
+    def encode(self, cells: list) -> tuple[np.ndarray, np.ndarray]:
+        """(values, known) training arrays; `known` is False where a row adds no loss."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- the network
+    @property
+    def outputs(self) -> int:
+        """Width of the head's raw output."""
+        raise NotImplementedError
+
+    def head(self, dim: int, branches: int, dropout: float) -> nn.Module:
+        return Head(self.outputs, dim, branches, dropout)
+
+    def loss(
+        self, outputs: torch.Tensor, target: torch.Tensor, known: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss over the whole batch (a scalar)."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- decoding
+    def decode(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs → decoded arrays (labels, probabilities, values in target units)."""
+        raise NotImplementedError
+
+    def combine(self, decoded: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Several models' decoded outputs → one (an ensemble of unimodal models)."""
+        raise NotImplementedError
+
+    def columns(self, decoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Prediction columns of `Model.predict`."""
+        raise NotImplementedError
+
+    def probabilities(self, decoded: dict[str, np.ndarray]) -> pd.DataFrame:
+        raise ValueError(f"target '{self.state.column}' is a {self.state.task} target: no classes")
+
+    def prediction(self, decoded: dict[str, np.ndarray], row: int) -> TargetPrediction:
+        """One row's part of a serving response."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- scoring
+    def evaluate(self, true: np.ndarray, known: np.ndarray, decoded: dict) -> dict:
+        """Metrics over rows with a known target; {"rows": 0} when there are none."""
+        raise NotImplementedError
+
+    def score(self, true: np.ndarray, known: np.ndarray, decoded: dict) -> float:
+        """`score_metric`, signed so that higher is better (NaN without known rows)."""
+        if not known.any():
+            return float("nan")
+        value = self.evaluate(true, known, decoded)[self.score_metric]
+        return value if self.metrics[self.score_metric] else -value
+
+    # ------------------------------------------------------------ explanation
+    def reference(self, decoded: dict[str, np.ndarray]) -> tuple[np.ndarray, list]:
+        """(what each row's explanation is about, its prediction), fixed once from the
+        outputs with every input, so every coalition is scored on the same thing (for class
+        tasks: the predicted class)."""
+        raise NotImplementedError
+
+    def explained_value(self, decoded: dict[str, np.ndarray], reference: np.ndarray) -> np.ndarray:
+        """Per row, the number Shapley contributions explain."""
+        raise NotImplementedError
+
+    def attribution_output(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Differentiable scores that Captum attributes (indexed by the reference)."""
+        raise NotImplementedError
+
+    def attribution_index(self, reference: int) -> int | None:
+        """Which column of `attribution_output` to attribute; None: the output is one number."""
+        return int(reference)
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def task_for(state: TargetState) -> Task:
+    """The task object of a fitted target."""
+    return TASKS.create(state.task, state)

@@ -1,0 +1,32 @@
+"""Multi-class targets: one of several labels per row (softmax, label-smoothed cross-entropy)."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from polymodal.tasks.base import TASKS, mean_over_known
+from polymodal.tasks.classes import ClassTask
+
+
+@TASKS.register("multiclass")
+class MulticlassTask(ClassTask):
+    name = "multiclass"
+    inference_order = 3  # what any other column of labels becomes
+
+    @classmethod
+    def claims(cls, values: list) -> bool:
+        return True
+
+    @property
+    def outputs(self) -> int:
+        return len(self.state.classes)
+
+    def loss(
+        self, outputs: torch.Tensor, target: torch.Tensor, known: torch.Tensor
+    ) -> torch.Tensor:
+        per_row = F.cross_entropy(outputs, target.long(), reduction="none", label_smoothing=0.05)
+        return mean_over_known(per_row, known)
+
+    def class_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(outputs.float(), dim=-1)

@@ -1,0 +1,44 @@
+"""Audio: good, empty and undecodable files, resampling, and the sound track of a video."""
+
+import numpy as np
+import pytest
+
+from polymodal.config import AudioSettings
+from polymodal.data.cache import FeatureCache
+from polymodal.data.problems import DecodeError, ProblemLog
+from polymodal.modalities.audio.preprocess import decode_waveform, encode_audio, fit_audio
+from tests.media import write_mp4, write_wav
+from tests.modalities.logs import reasons
+
+
+def test_audio_good_empty_undecodable_and_resampled(tmp_path):
+    write_wav(tmp_path / "good.wav", rate=8000)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "noise.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEgarbage" * 3)
+    write_wav(tmp_path / "silent_header.wav")
+    settings = AudioSettings(n_mels=16)
+    wave = decode_waveform((tmp_path / "good.wav").read_bytes(), 16000)
+    assert abs(len(wave) - 8000) <= 2, "0.5 s at 8 kHz becomes 0.5 s at 16 kHz"
+    cells = ["good.wav", "empty.wav", "noise.wav"]
+    state = fit_audio(cells, "snd", tmp_path, settings, "snd")
+    log = ProblemLog()
+    column = encode_audio(state, cells, tmp_path, log, FeatureCache(enabled=False))
+    assert column.values.shape == (3, 16, state.frames)
+    assert column.present.tolist() == [True, False, False]
+    assert column.lengths[0] > 0 and column.lengths[1] == 0
+    found = reasons(log)
+    assert found[1] == "file is empty" and "audio" in found[2]
+
+
+def test_wav_with_zero_samples_is_a_problem(tmp_path):
+    import soundfile
+
+    soundfile.write(tmp_path / "zero.wav", np.zeros(0, np.float32), 8000)
+    with pytest.raises(DecodeError, match="no samples"):
+        decode_waveform((tmp_path / "zero.wav").read_bytes(), 16000)
+
+
+def test_audio_track_of_a_video(tmp_path):
+    write_mp4(tmp_path / "talk.mp4", with_audio=True)
+    wave = decode_waveform((tmp_path / "talk.mp4").read_bytes(), 16000)
+    assert 12000 < len(wave) < 20000 and np.abs(wave).max() > 0.1

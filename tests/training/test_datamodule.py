@@ -1,0 +1,97 @@
+"""Preparation apart from training: prepare once, train from the prepared folder in another
+process without decoding a file again, with the same result as training from the table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from polymodal.data.cache import FeatureCache
+from polymodal.model import Model
+from polymodal.training.datamodule import PolymodalDataModule, is_prepared
+from tests.media import shapes_and_tones, tiny_config
+
+TRAIN_FROM_FOLDER = textwrap.dedent(
+    """
+    import sys
+    import polymodal.data.features as features
+    import polymodal.training.datamodule as datamodule
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded or fitted again")
+
+    # Every way into decoding or schema fitting is closed: training must not need them.
+    features.encode_inputs = features.fit_schema = refuse
+    datamodule.encode_inputs = datamodule.fit_schema = refuse
+    from polymodal.model import Model
+
+    Model().fit(sys.argv[1], out=sys.argv[2])
+    """
+)
+
+
+def test_prepared_folder_trains_in_a_new_process_without_decoding(tmp_path, monkeypatch):
+    data = shapes_and_tones(tmp_path / "data", rows=32)
+    copy = shutil.copytree(tmp_path / "data", tmp_path / "copy")
+    config = tiny_config()
+    config.inputs = ["picture", "sound", "size", "colour"]  # WordPiece training is not seeded
+    prepared = Model(target="label", config=config, cache=FeatureCache(tmp_path / "c1")).prepare(
+        copy / data.name, tmp_path / "prepared"
+    )
+    assert is_prepared(prepared)
+    shutil.rmtree(copy)  # the media files are gone; only the prepared folder remains
+    monkeypatch.setenv("POLYMODAL_CACHE", str(tmp_path / "empty-cache"))
+    subprocess.run(
+        [sys.executable, "-c", TRAIN_FROM_FOLDER, str(prepared), str(tmp_path / "model")],
+        check=True,
+        timeout=300,
+    )
+    assert not (tmp_path / "empty-cache").exists()  # nothing was decoded into a cache
+    from_folder = Model.load(tmp_path / "model", cache=FeatureCache(tmp_path / "c2"))
+    direct = Model(target="label", config=config, cache=FeatureCache(tmp_path / "c3"))
+    direct.fit(data, out=tmp_path / "direct")
+    pd.testing.assert_frame_equal(from_folder.predict(data), direct.predict(data), atol=1e-5)
+    saved = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert saved["valid"]["label"]["accuracy"] == pytest.approx(
+        direct.metrics_["valid"]["label"]["accuracy"]
+    )
+    assert (
+        saved["valid"]["label"]["confusion_matrix"]
+        == direct.metrics_["valid"]["label"]["confusion_matrix"]
+    )
+    assert saved["rows"] == direct.metrics_["rows"]
+
+
+def test_data_module_prepares_once_and_batches_with_a_standard_loader(tmp_path):
+    data = shapes_and_tones(tmp_path / "data", rows=24)
+    config = tiny_config()
+    config.targets = Model(target="label").config.targets
+    module = PolymodalDataModule(
+        tmp_path / "prepared", data, config=config, cache=FeatureCache(tmp_path / "cache")
+    )
+    module.prepare_data()
+    written = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "prepared").iterdir()}
+    module.prepare_data()  # a prepared folder is not prepared again
+    assert written == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "prepared").iterdir()}
+    module.setup("fit")
+    loader = module.train_dataloader()
+    assert type(loader).__name__ == "DataLoader"
+    sizes = [len(batch["targets"]["label"][0]) for batch in loader]
+    assert sum(sizes) == len(module.prepared.rows["train"])
+    assert sizes[0] == config.train.batch_size
+    first = next(iter(loader))
+    assert set(first["inputs"]) == {state.column for state in module.prepared.schema.inputs}
+    assert {"values", "present"} <= set(first["inputs"]["picture"])
+
+
+def test_a_missing_prepared_folder_is_a_clear_error(tmp_path):
+    from polymodal.data.problems import BadInputError
+
+    with pytest.raises(BadInputError, match="no prepared data"):
+        PolymodalDataModule(tmp_path / "nothing").prepare_data()
