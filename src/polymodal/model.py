@@ -68,7 +68,7 @@ class Model:
     ) -> None:
         given = config if isinstance(config, Config) else load_config(config)
         self.config = given.model_copy(deep=True)  # the caller's Config is never changed
-        self.config_given_ = config is not None  # else a prepared folder's settings apply
+        self._config_given = config is not None  # else a prepared folder's settings apply
         if target:
             names = [target] if isinstance(target, str) else list(target)
             weights = {t.column: t for t in self.config.targets}
@@ -117,7 +117,7 @@ class Model:
         module.setup("fit")
         prepared = module.prepared
         if from_folder:
-            own = self.config if self.config_given_ else prepared.config
+            own = self.config if self._config_given else prepared.config
             self.config = with_training_settings(prepared.config, own)
         self.schema_ = prepared.schema
         self.net_ = self._network(prepared.schema)

@@ -21,7 +21,7 @@ from polymodal.explain import explain
 from polymodal.model import Model
 from polymodal.serving.app import create_app
 from polymodal.serving.settings import ServeSettings
-from polymodal.tasks import TASKS, TargetPrediction, TargetState, Task
+from polymodal.tasks import TargetPrediction, TargetState, Task, register_task
 from polymodal.tasks.base import mean_over_known
 from tests.media import tiny_config
 
@@ -30,7 +30,7 @@ class CountPrediction(TargetPrediction):
     predicted: float
 
 
-@TASKS.register("poisson_count")
+@register_task
 class PoissonCountTask(Task):
     name = "poisson_count"
     metrics: ClassVar[dict[str, bool]] = {"deviance": False, "mae": False}

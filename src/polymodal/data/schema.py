@@ -14,7 +14,6 @@ from polymodal.data.files import resolve_path
 from polymodal.data.problems import BadInputError
 from polymodal.data.sniff import kind_from_extension, sniff_file
 from polymodal.data.table import SPLIT_COLUMN, Table
-from polymodal.modalities import MODALITIES, modality
 
 SAMPLE = 200
 IGNORED = "ignored"
@@ -124,6 +123,8 @@ def resolve_inputs(table: Table, config: Config, targets: list[str]) -> dict[str
 
 def known_kind(column: str, kind: str) -> str:
     """A kind the config names, checked against the registered modalities."""
+    from polymodal.modalities import MODALITIES  # loads torch: only when a kind is named
+
     if kind not in MODALITIES.names():
         known = ", ".join(MODALITIES.names())
         raise ConfigError(f"config: columns.{column}.kind: unknown kind {kind!r}; known: {known}")
@@ -133,6 +134,8 @@ def known_kind(column: str, kind: str) -> str:
 def file_columns(kinds: dict[str, str], config: Config) -> list[str]:
     """The table columns behind file inputs (an input may read another column, as a video's
     sound track does): rows sharing one of their files stay on one side of a split."""
+    from polymodal.modalities import modality  # loads torch: `inspect` and checks need none
+
     sources = {
         (config.columns[name].source if name in config.columns else None) or name
         for name, kind in kinds.items()

@@ -5,7 +5,14 @@ CONTRIBUTING.md. `infer_task` asks the registered tasks in their `inference_orde
 """
 
 from polymodal.tasks import binary, multiclass, multilabel, regression  # noqa: F401  (registration)
-from polymodal.tasks.base import TASKS, TargetPrediction, TargetState, Task, task_for
+from polymodal.tasks.base import (
+    TASKS,
+    TargetPrediction,
+    TargetState,
+    Task,
+    register_task,
+    task_for,
+)
 from polymodal.tasks.targets import encode_targets, fit_target, infer_task
 
 __all__ = [
@@ -16,5 +23,6 @@ __all__ = [
     "encode_targets",
     "fit_target",
     "infer_task",
+    "register_task",
     "task_for",
 ]

@@ -73,7 +73,7 @@ def mean_over_known(per_row: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
 
 
 class Task:
-    """Base class of every task; subclasses register with `@TASKS.register("name")`.
+    """Base class of every task; subclasses set `name` and register with `@register_task`.
 
     `metrics` maps each scalar metric that `evaluate` returns to True where higher is better;
     `score_metric` is the one early stopping, `compare` and the explanations rank by.
@@ -81,6 +81,7 @@ class Task:
     task is used only when the config names it.
     """
 
+    name: ClassVar[str]
     metrics: ClassVar[dict[str, bool]] = {}
     score_metric: ClassVar[str]
     inference_order: ClassVar[int | None] = None
@@ -173,6 +174,12 @@ class Task:
 
 
 TASKS: Registry[Task] = Registry("task")
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: files a task under its `name` (an unknown name later raises with the
+    known ones)."""
+    return TASKS.register(cls.name)(cls)
 
 
 def task_for(state: TargetState) -> Task:

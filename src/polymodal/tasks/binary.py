@@ -6,11 +6,11 @@ import torch
 from torch.nn import functional as F
 
 from polymodal.data.column import category_text
-from polymodal.tasks.base import TASKS, mean_over_known
+from polymodal.tasks.base import mean_over_known, register_task
 from polymodal.tasks.classes import ClassTask
 
 
-@TASKS.register("binary")
+@register_task
 class BinaryTask(ClassTask):
     name = "binary"
     inference_order = 2

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from polymodal.tasks.base import TASKS, mean_over_known
+from polymodal.tasks.base import mean_over_known, register_task
 from polymodal.tasks.classes import ClassTask
 
 
-@TASKS.register("multiclass")
+@register_task
 class MulticlassTask(ClassTask):
     name = "multiclass"
     inference_order = 3  # what any other column of labels becomes

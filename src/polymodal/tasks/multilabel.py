@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from polymodal.config import TargetConfig
 from polymodal.data.column import is_missing
-from polymodal.tasks.base import TASKS, TargetPrediction, TargetState, Task, mean_over_known
+from polymodal.tasks.base import TargetPrediction, TargetState, Task, mean_over_known, register_task
 from polymodal.tasks.classes import check_two_classes
 
 THRESHOLD = 0.5
@@ -30,7 +30,7 @@ def cell_labels(value: object, separator: str) -> list[str]:
     return [part.strip() for part in str(value).split(separator) if part.strip()]
 
 
-@TASKS.register("multilabel")
+@register_task
 class MultilabelTask(Task):
     name = "multilabel"
     metrics: ClassVar[dict[str, bool]] = {

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from polymodal.config import TargetConfig
 from polymodal.data.problems import BadInputError
-from polymodal.tasks.base import TASKS, TargetPrediction, TargetState, Task, mean_over_known
+from polymodal.tasks.base import TargetPrediction, TargetState, Task, mean_over_known, register_task
 
 MAX_CLASSES = 20  # whole numbers with more distinct values than this are quantities, not labels
 
@@ -26,7 +26,7 @@ def as_numbers(cells: list) -> np.ndarray:
     return pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(float)
 
 
-@TASKS.register("regression")
+@register_task
 class RegressionTask(Task):
     name = "regression"
     metrics: ClassVar[dict[str, bool]] = {"rmse": False, "mae": False, "r2": True}
