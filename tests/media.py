@@ -57,14 +57,17 @@ def write_mp4(
 
 
 def shapes_and_tones(folder: Path, rows: int = 48, seed: int = 0) -> Path:
-    """A CSV whose label is shape × pitch, with text, number and category columns."""
+    """A CSV whose label is shape × pitch, with text, number and category columns.
+
+    Another `seed` draws other pictures and sounds (held-out rows the model never saw)."""
     rng = np.random.default_rng(seed)
     records = []
     for index in range(rows):
         shape = ("circle", "square")[index % 2]
         pitch = ("low", "high")[(index // 2) % 2]
-        write_png(folder / "img" / f"{index}.png", shape, seed=index)
-        write_wav(folder / "snd" / f"{index}.wav", 330.0 if pitch == "low" else 1320.0, seed=index)
+        drawn = seed * 100_000 + index
+        write_png(folder / "img" / f"{index}.png", shape, seed=drawn)
+        write_wav(folder / "snd" / f"{index}.wav", 330.0 if pitch == "low" else 1320.0, seed=drawn)
         records.append(
             {
                 "picture": f"img/{index}.png",

@@ -7,13 +7,17 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
+import soundfile
 import yaml
+from PIL import Image
+from scipy import ndimage
 from typer.testing import CliRunner
 
 from polymodal.cli import app
-from tests.media import shapes_and_tones, write_mp4, write_wav
+from tests.media import shapes_and_tones, write_mp4
 
 runner = CliRunner()
 TINY = {
@@ -225,15 +229,48 @@ def test_list_components():
     assert "audio_cnn" in result.output
 
 
+def drawn_shape(path) -> str:
+    """Circle or square, from the picture itself: the share of the shape's bounding box it
+    fills (a disc fills pi/4 of it, a square all of it)."""
+    pixels = ndimage.median_filter(
+        np.asarray(Image.open(path).convert("RGB"), dtype=np.float32), size=(3, 3, 1)
+    )  # less noise
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    away = np.linalg.norm(pixels - np.median(border, axis=0), axis=2)  # from the background
+    regions, _ = ndimage.label(away > away.max() / 2)
+    shape = regions == np.bincount(regions.ravel())[1:].argmax() + 1  # the largest region
+    rows, columns = np.nonzero(shape)
+    box = (np.ptp(rows) + 1) * (np.ptp(columns) + 1)
+    return "square" if shape.sum() / box > 0.88 else "circle"
+
+
+def heard_pitch(path) -> str:
+    """Low (330 Hz) or high (1320 Hz), from the sound's strongest frequency."""
+    wave, rate = soundfile.read(path)
+    frequency = np.fft.rfftfreq(len(wave), 1 / rate)[np.abs(np.fft.rfft(wave)).argmax()]
+    return "high" if frequency > 700 else "low"
+
+
+def best_guess_accuracy(clue: pd.Series, label: pd.Series) -> float:
+    """The best any model can do from `clue` alone: the commonest label for each clue value."""
+    return float(pd.crosstab(clue, label).max(axis=1).sum() / len(label))
+
+
 def test_demo_data_needs_two_modalities(tmp_path):
+    """The label is shape × pitch, read back from the generated pictures and sounds: both
+    together give it on every row; either alone names the right label for about half."""
     from polymodal.demo import make_demo_data
 
-    path = make_demo_data(tmp_path, rows=40)
+    path = make_demo_data(tmp_path, rows=200)
     frame = pd.read_csv(path)
     assert set(frame["split"]) == {"train", "valid", "test"}
     assert frame["label"].nunique() == 4
-    write_wav(tmp_path / "extra.wav")  # the generated files are real media
-    assert (tmp_path / frame["image"][0]).read_bytes()[:4] == b"\x89PNG"
+    shape = frame["image"].map(lambda name: drawn_shape(tmp_path / name))
+    pitch = frame["sound"].map(lambda name: heard_pitch(tmp_path / name))
+    assert (frame["label"] == shape + "-" + pitch).all()
+    assert best_guess_accuracy(shape, frame["label"]) <= 0.6
+    assert best_guess_accuracy(pitch, frame["label"]) <= 0.6
+    assert best_guess_accuracy(frame["note"], frame["label"]) <= 0.6  # the text: a distractor
 
 
 def test_demo_trains_reports_and_refuses_to_overwrite(tmp_path):

@@ -78,8 +78,12 @@ def test_encoder_learns(name):
     encoder = ENCODERS.create(name, state, SETTINGS).train()
     tokens, mask = encoder(values, torch.ones(BATCH, dtype=torch.bool), lengths)
     (tokens * mask[..., None]).sum().backward()
-    grads = [p.grad for p in encoder.parameters() if p.requires_grad]
-    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    silent = [
+        parameter
+        for parameter, p in encoder.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
+    assert not silent, f"{name}: no gradient reaches {silent}"
 
 
 def test_unknown_encoder_names_the_known_ones():

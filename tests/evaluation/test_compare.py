@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from polymodal.cli import app
@@ -52,9 +53,21 @@ def test_compare_command_end_to_end(tmp_path):
         "image only", "audio only", "tabular only", "fusion: concat", "fusion: late",
         "ensemble of unimodal",
     ]  # fmt: skip
+    rows = report["scored_rows"]
+    means = {}
     for row in report["configurations"]:
-        assert len(row["runs"]) == 2 and 0 <= row["mean"] <= 1
-    assert {"gain", "standard_error", "best_unimodal"} <= set(report["modality_gain"])
+        scores = [run["score"] for run in row["runs"]]
+        assert len(scores) == 2
+        for score in scores:  # an accuracy over the scored rows: a whole number of them
+            assert score * rows == pytest.approx(round(score * rows), abs=1e-6)
+        assert row["mean"] == pytest.approx(np.mean(scores))
+        means[row["name"]] = row["mean"]
+    unimodal = {n: m for n, m in means.items() if n.endswith(" only")}
+    multimodal = {n: m for n, m in means.items() if n not in unimodal}
+    gain = report["modality_gain"]
+    assert means[gain["best_unimodal"]] == max(unimodal.values())
+    assert means[gain["best_multimodal"]] == max(multimodal.values())
+    assert gain["gain"] == pytest.approx(max(multimodal.values()) - max(unimodal.values()))
     page = (out / "comparison.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "http" not in page
     assert "modality gain" in result.output

@@ -1,12 +1,15 @@
 """The HTML report: one self-contained file, checked in real headless Chromium."""
 
+import html
 import json
 import re
 import shutil
 import tempfile
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -17,6 +20,29 @@ from polymodal.explain import ReportOptions, build_report, write_report
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+
+
+class Scripts(HTMLParser):
+    """What in a page could run: script-like tags, on* handlers and javascript: URLs."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.found: list[str] = []
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in ("script", "iframe", "object", "embed"):
+            self.found.append(f"<{tag}>")
+        for name, value in attrs:
+            if name.startswith("on") or (value or "").strip().lower().startswith("javascript:"):
+                self.found.append(f"<{tag} {name}={value}>")
+
+
+def scripts(page: str) -> list[str]:
+    assert "<script" not in page.lower()
+    return Scripts(page).found
+
+
 COMPARISON = {
     "target": "label", "metric": "accuracy", "higher_is_better": True, "scored_rows": 8,
     "configurations": [
@@ -43,6 +69,7 @@ def report_file(full_model, shapes):
 def test_report_is_self_contained_and_has_every_section(report_file):
     page = report_file.read_text()
     assert not EXTERNAL.search(page), "no src/href may point at another site"
+    assert not scripts(page), "no scripts (README)"
     assert "http://" not in page and "https://" not in page
     for section in (
         "Model", "Training", "Metrics: valid", "Comparison with unimodal models",
@@ -51,6 +78,20 @@ def test_report_is_self_contained_and_has_every_section(report_file):
         assert f"<h2>{section}" in page, section
     assert "fusion: attention" in page and "largest gap" in page
     assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', page)) >= 12
+
+
+def test_values_from_the_data_cannot_add_a_script(full_model, shapes, tmp_path):
+    """Group names and text come from the table: markup in them is shown, never run."""
+    model, folder = full_model
+    frame = pd.read_csv(shapes)
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    frame.loc[::3, "colour"] = hostile
+    frame.loc[0, "comment"] = hostile
+    frame.to_csv(shapes.parent / "hostile.csv", index=False)
+    options = ReportOptions(rows=[0], robustness=False, group_by=["colour"])
+    page = build_report(model, folder, shapes.parent / "hostile.csv", options)
+    assert "Metrics by colour" in page and html.escape(hostile) in page
+    assert not scripts(page) and not EXTERNAL.search(page)
 
 
 def test_report_without_data_has_no_data_sections(full_model):
@@ -118,6 +159,7 @@ def test_train_writes_the_report_by_default(shapes, tmp_path):
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text()
     assert "report written to" in result.output and not EXTERNAL.search(page)
+    assert not scripts(page)
     assert "<h2>Modality contributions" in page and "the valid rows" in page
     assert "<h2>Robustness" not in page, "training skips the slow sweeps"
     report = CliRunner().invoke(app, ["report", str(out), str(shapes), "--no-adversarial"])

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -122,3 +123,36 @@ def test_evaluate_command_with_robustness_and_groups(full_model, shapes, tmp_pat
     assert report["score"]["robustness"]["metric"] == "neg_rmse"
     missing = CliRunner().invoke(app, ["evaluate", str(folder), str(shapes), "--group-by", "nope"])
     assert missing.exit_code == 2 and "no group-by column 'nope'" in missing.output
+
+
+def test_tables_over_1000_rows_are_sampled(tmp_path, cache):
+    """README: tables larger than 1000 rows are sampled (seeded); attacks run on a seeded
+    sample of at most 128 rows, each attack curve with its row count and clean score."""
+    from polymodal import Model
+    from polymodal.data.table import Table
+    from polymodal.explain.robustness import sample
+    from polymodal.explain.scoring import score, truths
+    from tests.media import tiny_config
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"reading": rng.normal(size=1200), "site": rng.choice(list("abc"), 1200)})
+    frame["label"] = np.where(frame["reading"] + rng.normal(0, 0.5, 1200) > 0, "up", "down")
+    frame.to_csv(tmp_path / "big.csv", index=False)
+    model = Model(target="label", config=tiny_config(max_epochs=1), cache=cache)
+    model.fit(tmp_path / "big.csv")
+    result = robustness(model, tmp_path / "big.csv")
+    assert result["rows"] == 1000
+    kept = sample(1200, 1000, 0)
+    assert len(set(kept)) == 1000 and kept.max() < 1200
+    table = Table(frame.iloc[kept].reset_index(drop=True), tmp_path)
+    truth = truths(model, table)["label"]
+    clean = score(model, "label", model.raw_outputs(table)["label"], truth)
+    assert result["targets"]["label"]["clean"] == pytest.approx(clean)  # the seeded sample's
+    attacked = table.subset(sample(1000, 128, 0))  # a seeded sample of the sample
+    truth = truths(model, attacked)["label"]
+    clean = score(model, "label", model.raw_outputs(attacked)["label"], truth)
+    attacks = [c for c in result["targets"]["label"]["curves"] if c["perturbation"] == "PGD"]
+    assert attacks and all(c["rows"] == 128 for c in attacks)
+    assert all(c["clean"] == pytest.approx(clean) for c in attacks)
+    again = robustness(model, tmp_path / "big.csv")
+    assert again == result, "the same sample every time"

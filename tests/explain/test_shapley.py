@@ -3,6 +3,7 @@
 from itertools import combinations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from polymodal.data.table import read_table
@@ -37,12 +38,25 @@ def test_sampled_shapley_values_beyond_six_inputs_are_seeded_and_efficient():
     assert phi[0] + phi[1] == pytest.approx(1 + 2 + 4.0)
 
 
+def blank_inputs(model, data, name: str):
+    """The same table with every input cell of the model emptied (the targets kept)."""
+    frame = pd.read_csv(data)
+    frame[list(model.net_.input_names)] = np.nan
+    path = data.parent / name
+    frame.to_csv(path, index=False)
+    return path
+
+
 def test_exact_contributions_add_up_to_the_metric_gap(av_model, shapes):
     found = explain(av_model, shapes, rows=[0, 1, 2, 3]).contributions
     assert found.exact and found.metric == "accuracy"
     total = sum(found.metric_contributions.values())
     assert abs(total - (found.metric_all - found.metric_none)) < 1e-6
     assert found.metric_all == pytest.approx(av_model.evaluate(shapes)["label"]["accuracy"])
+    # "none" is the model's own answer to rows whose every input is blank
+    blank = av_model.predict(blank_inputs(av_model, shapes, "blank-av.csv"))["label_predicted"]
+    truth = pd.read_csv(shapes)["label"]
+    assert found.metric_none == pytest.approx(float(np.mean(blank == truth)))
     # shape × pitch: neither input alone can name the class, so both must contribute
     assert found.metric_contributions["picture"] > 0.05
     assert found.metric_contributions["sound"] > 0.05
@@ -56,6 +70,10 @@ def test_row_contributions_add_up_to_the_predicted_probability(av_model, shapes)
     assert np.allclose(found.row_all, probabilities.max(axis=1), atol=1e-5)
     for row, gap in enumerate(np.subtract(found.row_all, found.row_none)):
         assert sum(found.row_contributions[row].values()) == pytest.approx(gap, abs=1e-6)
+    blank = av_model.predict_proba(blank_inputs(av_model, shapes, "blank-av.csv"))
+    predicted_class = probabilities.argmax(axis=1)
+    expected = blank.to_numpy()[rows, predicted_class]  # that class's probability, no inputs
+    assert np.allclose(found.row_none, expected, atol=1e-5)
 
 
 def test_cached_encodings_with_cleared_masks_equal_marking_inputs_absent(full_model, shapes):
@@ -80,6 +98,10 @@ def test_regression_contributions_use_negative_rmse(full_model, shapes):
     assert abs(total - (found.metric_all - found.metric_none)) < 1e-6
     predicted = model.predict(shapes)["score_predicted"][0]
     assert found.row_all[0] == pytest.approx(predicted, rel=1e-4)
+    blank = model.predict(blank_inputs(model, shapes, "blank-full.csv"))["score_predicted"]
+    assert found.row_none[0] == pytest.approx(blank[0], rel=1e-4)
+    rmse = np.sqrt(np.mean((blank - pd.read_csv(shapes)["score"]) ** 2))
+    assert found.metric_none == pytest.approx(-rmse, rel=1e-4)
 
 
 def test_a_table_without_the_target_still_explains_rows(full_model, shapes):

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import stat
+import struct
+import threading
 import time
+import zlib
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -310,3 +315,78 @@ def test_a_slow_file_fails_only_its_own_request(trained, frame, monkeypatch):
         responses = asyncio.run(send_together(server.url, [slow, *quick]))
     assert responses[0].status_code == 422 and "longer than 1 s" in responses[0].json()["error"]
     assert [r.status_code for r in responses[1:]] == [200, 200]
+
+
+def test_uploads_live_in_a_private_folder_only_for_their_request(trained, frame, monkeypatch):
+    """README, Hardening: uploads are written into a private temporary folder (mode 0700)
+    under names the server picks, and removed after the request."""
+    seen = []
+    encode = Model.encode
+
+    def looking(self, data, log=None):
+        folder = Path(data.base_dir)
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        seen.append((folder, mode, sorted(p.name for p in folder.iterdir())))
+        return encode(self, data, log)
+
+    monkeypatch.setattr(Model, "encode", looking)
+    with client_for(trained) as client:
+        root = client.app.state.service.folder
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        files, fields = multipart(trained, frame.iloc[3])
+        assert client.post("/v1/predict", files=files, data=fields).status_code == 200
+        assert client.post("/v1/predict", json=json_row(trained, frame.iloc[4])).status_code == 200
+        assert len(seen) == 2
+        for folder, mode, names in seen:
+            assert folder.parent == root and mode == 0o700
+            assert len(names) == 2 and not any("upload" in name for name in names), names
+            assert not folder.exists(), "removed once the request was decoded"
+        assert list(root.iterdir()) == []
+    assert not root.exists(), "and the server's own folder once it stops"
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A small PNG file whose header claims a huge grey image."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_decompression_bomb_guard_refuses_a_huge_claimed_image(client):
+    """README: Pillow's decompression-bomb guard is on. A 30000 x 30000 header (900 M pixels)
+    is refused before anything that size is allocated."""
+    bomb = png_header_claiming(30000, 30000)
+    assert len(bomb) < 200
+    started = time.perf_counter()
+    response = client.post("/v1/predict", files={"picture": ("p.png", bomb)})
+    assert response.status_code == 422, response.text
+    assert response.json()["column"] == "picture"
+    assert "decompression-bomb" in response.json()["error"]
+    assert time.perf_counter() - started < 10
+
+
+def test_a_busy_decode_pool_is_a_503(trained):
+    """README: decoding gives up after --decode-timeout seconds, with a 503 when the pool is
+    too busy to start (and a 422 when the decoding itself is too slow, test above)."""
+    with client_for(trained, decode_timeout_s=0.5) as client:
+        service = client.app.state.service
+        release = threading.Event()
+        for _ in range(service.settings.decode_threads):  # every decode thread is taken
+            service.decoders.submit(release.wait, 30)
+        try:
+            response = client.post("/v1/predict", json={"size": 1.0})
+        finally:
+            release.set()
+        assert response.status_code == 503, response.text
+        assert "busy" in response.json()["error"]
+        assert client.post("/v1/predict", json={"size": 1.0}).status_code == 200

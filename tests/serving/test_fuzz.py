@@ -4,6 +4,10 @@ Random bytes as files (some behind real magic numbers, some real files cut short
 value types, truncated multipart bodies, huge fields and broken JSON go to a real uvicorn
 server on a loopback port. Every answer must be a JSON 4xx (or a 200 for what happens to be
 valid); afterwards a correct request must still get the right prediction.
+
+Only refused requests count as malformed (a 200 was valid after all). Each test counts its own
+and asserts its share (`MALFORMED`, over 1,000 together), so the count holds whatever order
+the tests run in, or if only some of them run.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from polymodal.model import Model
 from polymodal.serving.settings import ServeSettings
 from tests.serving.conftest import LiveServer
 
-SENT = {"count": 0}
 JSON = {"content-type": "application/json"}
+# Malformed requests (refused with a 4xx) each test must send, together over 1,000. Most cuts
+# of a multipart body still parse (the fields come first), so that test sends few of them.
+MALFORMED = {"multipart": 320, "json": 320, "raw": 340, "truncated": 45, "huge": 25}
+assert sum(MALFORMED.values()) >= 1000
 FUZZ = settings(
     deadline=None,
     database=None,
@@ -88,13 +95,22 @@ def real_files(trained) -> list[bytes]:
     ]
 
 
-def check(response: httpx.Response) -> None:
-    SENT["count"] += 1
-    assert response.status_code < 500, (response.status_code, response.text[:300])
-    assert "Traceback" not in response.text
-    if response.status_code >= 400:
-        body = response.json()
-        assert isinstance(body.get("error"), str) and body["error"], body
+class Counts:
+    """Requests a test sent: refused (malformed) and accepted (valid after all)."""
+
+    def __init__(self) -> None:
+        self.malformed = self.valid = 0
+
+    def check(self, response: httpx.Response) -> None:
+        assert response.status_code < 500, (response.status_code, response.text[:300])
+        assert "Traceback" not in response.text
+        if response.status_code >= 400:
+            body = response.json()
+            assert isinstance(body.get("error"), str) and body["error"], body
+            self.malformed += 1
+        else:
+            assert response.status_code == 200, response.status_code
+            self.valid += 1
 
 
 def file_bytes(real_files: list[bytes]) -> st.SearchStrategy[bytes]:
@@ -117,16 +133,22 @@ texts = (
 endpoints = st.sampled_from(["/v1/predict"] * 4 + ["/v1/explain"])
 
 
-@settings(FUZZ, max_examples=260)
-@given(data=st.data())
-def test_multipart_with_random_files_and_fields(http, real_files, data):
-    files = data.draw(st.dictionaries(names, file_bytes(real_files), max_size=3))
-    fields = data.draw(st.dictionaries(names, texts, max_size=5))
-    upload = {
-        name: (data.draw(st.text(max_size=20)) or "f", content) for name, content in files.items()
-    }
-    response = http.post(data.draw(endpoints), files=upload or None, data=fields or None)
-    check(response)
+def test_multipart_with_random_files_and_fields(http, real_files):
+    counts = Counts()
+
+    @settings(FUZZ, max_examples=330)
+    @given(data=st.data())
+    def send(data):
+        files = data.draw(st.dictionaries(names, file_bytes(real_files), max_size=3))
+        fields = data.draw(st.dictionaries(names, texts, max_size=5))
+        upload = {
+            name: (data.draw(st.text(max_size=20)) or "f", content)
+            for name, content in files.items()
+        }
+        counts.check(http.post(data.draw(endpoints), files=upload or None, data=fields or None))
+
+    send()
+    assert counts.malformed >= MALFORMED["multipart"], vars(counts)
 
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
@@ -139,9 +161,8 @@ json_values = st.recursive(
 )
 
 
-@settings(FUZZ, max_examples=260)
-@given(data=st.data())
-def test_json_with_wrong_types_and_random_base64(http, real_files, data):
+def test_json_with_wrong_types_and_random_base64(http, real_files):
+    counts = Counts()
     encoded = file_bytes(real_files).map(lambda b: {"base64": base64.b64encode(b).decode()})
     data_url = file_bytes(real_files).map(
         lambda b: "data:image/png;base64," + base64.b64encode(b).decode()
@@ -154,69 +175,90 @@ def test_json_with_wrong_types_and_random_base64(http, real_files, data):
         | st.sampled_from([{"base64": "!!"}, {"base64": 1}])
     )
     row = st.dictionaries(names, cell, max_size=6)
-    body = data.draw(
-        row | st.builds(lambda rows: {"rows": rows}, st.lists(row, max_size=4)) | json_values
+    bodies = row | st.builds(lambda rows: {"rows": rows}, st.lists(row, max_size=4)) | json_values
+
+    @settings(FUZZ, max_examples=330)
+    @given(body=bodies, endpoint=endpoints)
+    def send(body, endpoint):
+        content = json.dumps(body).encode()  # NaN and Infinity included, as sloppy clients do
+        counts.check(http.post(endpoint, content=content, headers=JSON))
+
+    send()
+    assert counts.malformed >= MALFORMED["json"], vars(counts)
+
+
+def test_raw_bodies_with_any_content_type(http):
+    counts = Counts()
+
+    @settings(FUZZ, max_examples=350)
+    @given(
+        body=st.binary(max_size=4096),
+        content_type=st.sampled_from(
+            [
+                "application/json",
+                "multipart/form-data",
+                "multipart/form-data; boundary=xyz",
+                "multipart/form-data; boundary=",
+                "application/x-www-form-urlencoded",
+                "text/plain",
+                "",
+                "image/png",
+                "application/json; charset=utf-16",
+                "multipart/form-data; charset=nope; boundary=a",
+            ]
+        ),  # fmt: skip
+        endpoint=endpoints,
     )
-    content = json.dumps(body).encode()  # NaN and Infinity included, as a sloppy client sends
-    check(http.post(data.draw(endpoints), content=content, headers=JSON))
+    def send(body, content_type, endpoint):
+        counts.check(http.post(endpoint, content=body, headers={"content-type": content_type}))
+
+    send()
+    assert counts.malformed >= MALFORMED["raw"], vars(counts)
 
 
-@settings(FUZZ, max_examples=200)
-@given(
-    body=st.binary(max_size=4096),
-    content_type=st.sampled_from(
-        [
-            "application/json",
-            "multipart/form-data",
-            "multipart/form-data; boundary=xyz",
-            "multipart/form-data; boundary=",
-            "application/x-www-form-urlencoded",
-            "text/plain",
-            "",
-            "image/png",
-            "application/json; charset=utf-16",
-            "multipart/form-data; charset=nope; boundary=a",
-        ]
-    ),  # fmt: skip
-    endpoint=endpoints,
-)
-def test_raw_bodies_with_any_content_type(http, body, content_type, endpoint):
-    check(http.post(endpoint, content=body, headers={"content-type": content_type}))
+def test_truncated_multipart(http, server, real_files):
+    counts = Counts()
+
+    @settings(FUZZ, max_examples=250)
+    @given(data=st.data())
+    def send(data):
+        files = {c: ("f", data.draw(st.sampled_from(real_files))) for c in ("picture", "sound")}
+        fields = {"comment": data.draw(st.text(max_size=50)), "size": "0.5", "colour": "red"}
+        request = httpx.Request("POST", server.url + "/v1/predict", files=files, data=fields)
+        body = request.read()
+        cut = data.draw(st.integers(0, len(body)))
+        headers = {"content-type": request.headers["content-type"]}
+        counts.check(http.post(data.draw(endpoints), content=body[:cut], headers=headers))
+
+    send()
+    assert counts.malformed >= MALFORMED["truncated"], vars(counts)
 
 
-@settings(FUZZ, max_examples=250)
-@given(data=st.data())
-def test_truncated_multipart(http, server, real_files, data):
-    files = {c: ("f", data.draw(st.sampled_from(real_files))) for c in ("picture", "sound")}
-    fields = {"comment": data.draw(st.text(max_size=50)), "size": "0.5", "colour": "red"}
-    request = httpx.Request("POST", server.url + "/v1/predict", files=files, data=fields)
-    body = request.read()
-    cut = data.draw(st.integers(0, len(body)))
-    headers = {"content-type": request.headers["content-type"]}
-    check(http.post(data.draw(endpoints), content=body[:cut], headers=headers))
+def test_huge_fields(http):
+    counts = Counts()
 
+    @settings(FUZZ, max_examples=40)
+    @given(
+        size=st.integers(500_000, 3_000_000),
+        how=st.sampled_from(["form-field", "json-text", "file", "many-fields"]),
+    )
+    def send(size, how):
+        if how == "form-field":
+            response = http.post("/v1/predict", data={"comment": "a" * size})
+        elif how == "json-text":
+            response = http.post("/v1/predict", json={"comment": "word " * (size // 5)})
+        elif how == "file":
+            png = b"\x89PNG\r\n\x1a\n" + b"\xff" * size
+            response = http.post("/v1/predict", files={"picture": ("p", png)})
+        else:
+            response = http.post("/v1/predict", data={f"f{i}": "1" for i in range(size // 1000)})
+        counts.check(response)
 
-@settings(FUZZ, max_examples=40)
-@given(
-    size=st.integers(500_000, 3_000_000),
-    how=st.sampled_from(["form-field", "json-text", "file", "many-fields"]),
-)
-def test_huge_fields(http, size, how):
-    if how == "form-field":
-        response = http.post("/v1/predict", data={"comment": "a" * size})
-    elif how == "json-text":
-        response = http.post("/v1/predict", json={"comment": "word " * (size // 5)})
-    elif how == "file":
-        response = http.post(
-            "/v1/predict", files={"picture": ("p", b"\x89PNG\r\n\x1a\n" + b"\xff" * size)}
-        )
-    else:
-        response = http.post("/v1/predict", data={f"f{i}": "1" for i in range(size // 1000)})
-    check(response)
+    send()
+    assert counts.malformed >= MALFORMED["huge"], vars(counts)
 
 
 def test_the_server_still_answers_correctly_after_the_fuzzing(http, trained):
-    assert SENT["count"] >= 1000, SENT
     frame = pd.read_csv(trained.data)
     record = frame.iloc[7]
     files = {c: ("f", (trained.folder / record[c]).read_bytes()) for c in ("picture", "sound")}

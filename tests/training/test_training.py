@@ -108,3 +108,32 @@ def test_history_holds_each_epochs_mean_training_loss(tmp_path, monkeypatch):
         mean = np.mean(steps[epoch * per_epoch : (epoch + 1) * per_epoch])
         assert row["train_loss"] == pytest.approx(mean, rel=1e-4)
     assert bars == [None]
+
+
+def test_bf16_training_keeps_32_bit_weights_and_predictions(tmp_path, monkeypatch):
+    """README: training runs in bf16 mixed precision where it can; predictions and saved
+    weights stay 32-bit. bf16 is forced here, so the test means the same on any CPU."""
+    import lightning as L
+    from safetensors.torch import load_file
+
+    from polymodal import Model
+    from tests.media import shapes_and_tones, tiny_config
+
+    precisions = []
+    fit = L.Trainer.fit
+
+    def watched(trainer, *args, **kwargs):
+        precisions.append(trainer.precision)
+        return fit(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "fit", watched)
+    data = shapes_and_tones(tmp_path / "data", rows=32)
+    config = tiny_config(max_epochs=1, precision="bf16")
+    model = Model(target=["label", "score"], config=config).fit(data, out=tmp_path / "m")
+    assert len(precisions) == 1 and precisions[0].startswith("bf16"), precisions
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    dtypes = {name: tensor.dtype for name, tensor in weights.items() if tensor.is_floating_point()}
+    assert len(dtypes) > 20 and set(dtypes.values()) == {torch.float32}, dtypes
+    assert {p.dtype for p in Model.load(tmp_path / "m").net_.parameters()} == {torch.float32}
+    outputs = model.raw_outputs(data)
+    assert {values.dtype for values in outputs.values()} == {np.dtype(np.float32)}
