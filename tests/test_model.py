@@ -131,8 +131,8 @@ def test_several_targets_with_weights(data, tmp_path, monkeypatch):
     model = Model(config=config).fit(data, out=tmp_path / "multi")
     net, outputs, targets, loss = steps[0]
     losses = {
-        name: head.loss(outputs[name].float(), *targets[name])
-        for name, head in zip(net.target_names, net.heads, strict=True)
+        name: task.loss(outputs[name].float(), *targets[name])
+        for name, task in zip(net.target_names, net.tasks, strict=True)
     }
     assert set(losses) == {"label", "score"} and float(losses["score"]) > 0.01
     expected = losses["label"] + 0.5 * losses["score"]

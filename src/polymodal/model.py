@@ -221,6 +221,10 @@ class Model:
                     chunks[name].append(output.float())
         return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
 
+    def raw_outputs(self, data: DataLike) -> dict[str, np.ndarray]:
+        """The network's raw outputs per target for every row of `data`."""
+        return self.forward(self.encode(data))
+
     def decode(self, outputs: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
         """Raw outputs → each target's decoded arrays (labels, probabilities, values)."""
         return {name: self.task(name).decode(outputs[name]) for name in self.net_.target_names}
@@ -239,7 +243,7 @@ class Model:
     def predict_proba(self, data: DataLike, target: str | None = None) -> pd.DataFrame:
         """Class probabilities [rows, classes] for one class target."""
         task = self.task(target)
-        outputs = self.forward(self.encode(data))[task.state.column]
+        outputs = self.raw_outputs(data)[task.state.column]
         return task.probabilities(task.decode(outputs))
 
     def evaluate(self, data: DataLike, log: ProblemLog | None = None) -> dict:

@@ -135,7 +135,7 @@ def compare(
 def model_outputs(model: Model, table: Table) -> dict[str, np.ndarray]:
     """What the ensemble combines: the first target's decoded outputs on `table`."""
     task = model.task()
-    return task.decode(model.forward(model.encode(table))[task.state.column])
+    return task.decode(model.raw_outputs(table)[task.state.column])
 
 
 def ensemble_score(task: Task, outputs: list[dict], table: Table, metric: str) -> float:

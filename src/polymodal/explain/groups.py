@@ -44,7 +44,7 @@ def group_metrics(
     if column not in table.frame.columns:
         raise_missing_column(table, column, "group-by")
     labels = group_labels(table.frame[column]).to_numpy()
-    outputs = outputs if outputs is not None else model.forward(model.encode(table))
+    outputs = outputs if outputs is not None else model.raw_outputs(table)
     report = {}
     for target, truth in truths(model, table).items():
         groups = []
