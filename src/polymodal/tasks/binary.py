@@ -31,6 +31,6 @@ class BinaryTask(ClassTask):
         )
         return mean_over_known(per_row, known)
 
-    def class_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+    def label_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         positive = torch.sigmoid(outputs.float()[:, 0])
         return torch.stack([1 - positive, positive], dim=-1)

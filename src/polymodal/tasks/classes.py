@@ -1,5 +1,7 @@
-"""What the single-label class tasks (multiclass, binary) share: a label map learned from the
-training rows, decoding to the most probable class, and class metrics."""
+"""What the tasks over named labels share (multiclass and binary: one label per row;
+multilabel: any number): a label list learned from the training rows, outputs decoded to
+probabilities over it, ensembles that average them, explanations of the most probable label,
+and a probability column per label."""
 
 from __future__ import annotations
 
@@ -21,32 +23,82 @@ class ClassPrediction(TargetPrediction):
     probabilities: dict[str, float]
 
 
-def check_two_classes(classes: list[str], column: str, table_name: str) -> None:
-    if len(classes) < 2:
-        raise BadInputError(
-            f"{table_name}: target '{column}' has one class ({classes[0]!r}); "
-            "a classifier needs at least two"
+class LabelTask(Task):
+    """Outputs are probabilities over `state.classes`; subclasses say which labels a cell
+    names, how outputs become probabilities and probabilities become predictions."""
+
+    @classmethod
+    def cell_labels(cls, value: object, separator: str) -> list[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def fit(cls, values: list, config: TargetConfig, table_name: str) -> TargetState:
+        labels = {label for v in values for label in cls.cell_labels(v, config.separator)}
+        if len(labels) < 2:
+            found = f"one class ({sorted(labels)[0]!r})" if labels else "no labels"
+            raise BadInputError(
+                f"{table_name}: target '{config.column}' has {found}; "
+                "a classifier needs at least two"
+            )
+        return TargetState(
+            column=config.column,
+            task=cls.name,
+            weight=config.weight,
+            separator=config.separator,
+            classes=sorted(labels),
         )
 
+    @property
+    def outputs(self) -> int:
+        return len(self.state.classes)
 
-class ClassTask(Task):
-    """One label per row; subclasses say how outputs become probabilities."""
+    def label_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def from_probabilities(self, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def decode(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
+        probabilities = self.label_probabilities(torch.from_numpy(outputs)).numpy()
+        return self.from_probabilities(probabilities)
+
+    def combine(self, decoded: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return self.from_probabilities(np.mean([d["probabilities"] for d in decoded], axis=0))
+
+    def probability_columns(self, decoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            f"{self.state.column}_prob_{label}": decoded["probabilities"][:, index]
+            for index, label in enumerate(self.state.classes)
+        }
+
+    def probabilities(self, decoded: dict[str, np.ndarray]) -> pd.DataFrame:
+        return pd.DataFrame(decoded["probabilities"], columns=self.state.classes)
+
+    def row_probabilities(self, decoded: dict[str, np.ndarray], row: int) -> dict[str, float]:
+        values = map(float, decoded["probabilities"][row])
+        return dict(zip(self.state.classes, values, strict=True))
+
+    def reference(self, decoded: dict[str, np.ndarray]) -> tuple[np.ndarray, list]:
+        chosen = decoded["probabilities"].argmax(axis=1)
+        return chosen, [str(self.state.classes[i]) for i in chosen]
+
+    def explained_value(self, decoded: dict[str, np.ndarray], reference: np.ndarray) -> np.ndarray:
+        return decoded["probabilities"][np.arange(len(reference)), reference]
+
+    def attribution_output(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.label_probabilities(outputs)
+
+
+class ClassTask(LabelTask):
+    """One label per row: the most probable class is the prediction."""
 
     metrics: ClassVar[dict[str, bool]] = {"accuracy": True, "macro_f1": True, "weighted_f1": True}
     score_metric = "accuracy"
     explained = "probability of the predicted class"
 
     @classmethod
-    def fit(cls, values: list, config: TargetConfig, table_name: str) -> TargetState:
-        classes = sorted({category_text(v) for v in values})
-        check_two_classes(classes, config.column, table_name)
-        return TargetState(
-            column=config.column,
-            task=cls.name,
-            weight=config.weight,
-            separator=config.separator,
-            classes=classes,
-        )
+    def cell_labels(cls, value: object, separator: str) -> list[str]:
+        return [category_text(value)]
 
     def encode(self, cells: list) -> tuple[np.ndarray, np.ndarray]:
         """Class indices; a label the model never saw is not known (it adds no loss)."""
@@ -56,35 +108,18 @@ class ClassTask(Task):
         )
         return np.maximum(indices, 0).astype(np.int64), indices >= 0
 
-    def class_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def decode(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
-        probabilities = self.class_probabilities(torch.from_numpy(outputs)).numpy()
-        return self.from_probabilities(probabilities)
-
     def from_probabilities(self, probabilities: np.ndarray) -> dict[str, np.ndarray]:
         names = np.asarray(self.state.classes, dtype=object)
         return {"label": names[probabilities.argmax(axis=1)], "probabilities": probabilities}
 
-    def combine(self, decoded: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        return self.from_probabilities(np.mean([d["probabilities"] for d in decoded], axis=0))
-
     def columns(self, decoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        name = self.state.column
-        columns = {f"{name}_predicted": decoded["label"]}
-        for index, label in enumerate(self.state.classes):
-            columns[f"{name}_prob_{label}"] = decoded["probabilities"][:, index]
-        return columns
-
-    def probabilities(self, decoded: dict[str, np.ndarray]) -> pd.DataFrame:
-        return pd.DataFrame(decoded["probabilities"], columns=self.state.classes)
+        predicted = {f"{self.state.column}_predicted": decoded["label"]}
+        return predicted | self.probability_columns(decoded)
 
     def prediction(self, decoded: dict[str, np.ndarray], row: int) -> ClassPrediction:
-        probabilities = map(float, decoded["probabilities"][row])
         return ClassPrediction(
             predicted=str(decoded["label"][row]),
-            probabilities=dict(zip(self.state.classes, probabilities, strict=True)),
+            probabilities=self.row_probabilities(decoded, row),
         )
 
     def evaluate(self, true: np.ndarray, known: np.ndarray, decoded: dict) -> dict:
@@ -105,13 +140,3 @@ class ClassTask(Task):
             "classes": classes,
             "confusion_matrix": skm.confusion_matrix(truth, predicted, labels=classes).tolist(),
         }
-
-    def reference(self, decoded: dict[str, np.ndarray]) -> tuple[np.ndarray, list]:
-        chosen = decoded["probabilities"].argmax(axis=1)
-        return chosen, [str(self.state.classes[i]) for i in chosen]
-
-    def explained_value(self, decoded: dict[str, np.ndarray], reference: np.ndarray) -> np.ndarray:
-        return decoded["probabilities"][np.arange(len(reference)), reference]
-
-    def attribution_output(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.class_probabilities(outputs)

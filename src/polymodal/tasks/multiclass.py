@@ -18,15 +18,11 @@ class MulticlassTask(ClassTask):
     def claims(cls, values: list) -> bool:
         return True
 
-    @property
-    def outputs(self) -> int:
-        return len(self.state.classes)
-
     def loss(
         self, outputs: torch.Tensor, target: torch.Tensor, known: torch.Tensor
     ) -> torch.Tensor:
         per_row = F.cross_entropy(outputs, target.long(), reduction="none", label_smoothing=0.05)
         return mean_over_known(per_row, known)
 
-    def class_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+    def label_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         return torch.softmax(outputs.float(), dim=-1)
