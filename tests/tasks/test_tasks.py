@@ -81,6 +81,11 @@ def test_encode_decode_evaluate_and_serve(task_name):
     else:
         outputs = (np.eye(3)[values] * 16 - 8).astype(np.float32)
     decoded = task.decode(outputs)
+    if task_name in ("multiclass", "binary"):  # one label per row: a distribution over classes
+        assert np.allclose(decoded["probabilities"].sum(axis=1), 1.0)
+    if task_name == "regression":
+        with pytest.raises(ValueError, match="no classes"):
+            task.probabilities(decoded)
     metrics = task.evaluate(values, known, decoded)
     assert metrics["rows"] == int(known.sum())
     assert set(task.metrics) <= set(metrics) and task.score_metric in task.metrics
