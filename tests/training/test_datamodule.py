@@ -40,7 +40,6 @@ def test_prepared_folder_trains_in_a_new_process_without_decoding(tmp_path, monk
     data = shapes_and_tones(tmp_path / "data", rows=32)
     copy = shutil.copytree(tmp_path / "data", tmp_path / "copy")
     config = tiny_config()
-    config.inputs = ["picture", "sound", "size", "colour"]  # WordPiece training is not seeded
     prepared = Model(target="label", config=config, cache=FeatureCache(tmp_path / "c1")).prepare(
         copy / data.name, tmp_path / "prepared"
     )

@@ -41,6 +41,20 @@ def train_tokenizer(texts: list[str], settings: TextSettings) -> Tokenizer:
         vocab_size=settings.vocab_size, special_tokens=[PAD, UNK, CLS], show_progress=False
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    return with_ordered_vocabulary(tokenizer)
+
+
+def with_ordered_vocabulary(tokenizer: Tokenizer) -> Tokenizer:
+    """The same vocabulary numbered in a fixed order (special tokens first, then sorted).
+
+    The WordPiece trainer numbers tokens in hash-map order, which changes from process to
+    process, so the same column gave different ids and a seeded run did not repeat."""
+    specials = [PAD, UNK, CLS]
+    vocabulary = tokenizer.get_vocab()
+    ordered = specials + sorted(token for token in vocabulary if token not in specials)
+    tokenizer.model = models.WordPiece(
+        {token: index for index, token in enumerate(ordered)}, unk_token=UNK
+    )
     return tokenizer
 
 
