@@ -255,9 +255,12 @@ class PolymodalDataModule(L.LightningDataModule):
             return
         if self.data is None or self.config is None:
             raise BadInputError(f"{self.folder} holds no prepared data and no table was given")
-        save(prepare(self.data, self.config, self.cache, self.valid, self.embed), self.folder)
+        # The process that prepared keeps what it wrote: reading it back would only copy it.
+        self.prepared = prepare(self.data, self.config, self.cache, self.valid, self.embed)
+        save(self.prepared, self.folder)
 
     def setup(self, stage: str | None = None) -> None:
+        """Every process reads the prepared folder, unless it prepared it itself."""
         if self.prepared is None:
             self.prepared = load(self.folder)
 

@@ -17,8 +17,18 @@ from polymodal.modalities.image.preprocess import ImageState, encode_images, fit
 from polymodal.modalities.image.pretrained import image_tokens
 
 
+class PixelModality(Modality):
+    """Images and video frames: attacked in pixel units (ε on the 0–1 pixel scale)."""
+
+    def epsilons(self) -> tuple[list[float], str]:
+        return PIXEL_EPSILONS, PIXEL_UNIT
+
+    def attack_scale(self, state: Any) -> torch.Tensor:
+        return pixel_scale(state.std)
+
+
 @register
-class Image(Modality):
+class Image(PixelModality):
     name = "image"
     state = ImageState
     files = continuous = pretrained = True
@@ -41,12 +51,6 @@ class Image(Modality):
 
     def sweeps(self, state: ImageState, item: dict, cells: list, base_dir: Any) -> list[Sweep]:
         return pixel_sweeps(state.column, state.std, item["values"].float(), axes=(2, 3))
-
-    def epsilons(self) -> tuple[list[float], str]:
-        return PIXEL_EPSILONS, PIXEL_UNIT
-
-    def attack_scale(self, state: ImageState) -> torch.Tensor:
-        return pixel_scale(state.std)
 
     def summarise(self, state: ImageState, item: Any) -> dict:
         """Shares of |attribution| on a 4 × 4 grid over the image."""

@@ -8,17 +8,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from polymodal.modalities.base import EncodeContext, FitContext, Modality, Sweep, Widget, register
+from polymodal.modalities.base import EncodeContext, FitContext, Sweep, Widget, register
 from polymodal.modalities.common import shares
+from polymodal.modalities.image import PixelModality
 from polymodal.modalities.image.augment import augment_images
-from polymodal.modalities.image.noise import PIXEL_EPSILONS, PIXEL_UNIT, pixel_scale, pixel_sweeps
+from polymodal.modalities.image.noise import pixel_sweeps
 from polymodal.modalities.video import encoder  # noqa: F401  (registers the encoders)
 from polymodal.modalities.video.preprocess import VideoState, encode_video, fit_video
 from polymodal.modalities.video.pretrained import video_tokens
 
 
 @register
-class Video(Modality):
+class Video(PixelModality):
     name = "video"
     state = VideoState
     files = continuous = pretrained = True
@@ -43,12 +44,6 @@ class Video(Modality):
 
     def sweeps(self, state: VideoState, item: dict, cells: list, base_dir: Any) -> list[Sweep]:
         return pixel_sweeps(state.column, state.std, item["values"].float(), axes=(3, 4))
-
-    def epsilons(self) -> tuple[list[float], str]:
-        return PIXEL_EPSILONS, PIXEL_UNIT
-
-    def attack_scale(self, state: VideoState) -> torch.Tensor:
-        return pixel_scale(state.std)
 
     def summarise(self, state: VideoState, item: Any) -> dict:
         scores = item.attributions
