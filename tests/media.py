@@ -25,6 +25,34 @@ def write_wav(path: Path, pitch: float = 440.0, seed: int = 0, rate: int = 8000)
     return path
 
 
+def write_tones(
+    path: Path, pitches: list[float], seed: int = 0, rate: int = 8000, seconds: float = 0.4
+) -> Path:
+    """A WAV of one noisy tone per pitch, one after another."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    soundfile.write(path, np.concatenate([tone(p, rng, seconds) for p in pitches]), rate)
+    return path
+
+
+TONE_WORDS = {"low": 330.0, "middle": 660.0, "high": 1320.0}
+
+
+def spoken_tones(folder: Path, rows: int = 36, seed: int = 0) -> Path:
+    """A CSV of WAVs (`sound`) of two tones each and, as `text`, the words naming them in order
+    ("low high"): a free-text target with a transcript per file (9 phrases)."""
+    words = list(TONE_WORDS)
+    records = []
+    for index in range(rows):
+        pair = [words[index % 3], words[(index // 3) % 3]]
+        name = f"snd/{index}.wav"
+        write_tones(folder / name, [TONE_WORDS[w] for w in pair], seed=seed * 100_000 + index)
+        records.append({"sound": name, "text": " ".join(pair)})
+    path = folder / "data.csv"
+    pd.DataFrame(records).to_csv(path, index=False)
+    return path
+
+
 def write_mp4(
     path: Path, brightness: int = 200, frames: int = 6, size: int = 32, with_audio: bool = False
 ) -> Path:

@@ -90,6 +90,7 @@ def train(
     ] = True,
     encoder: opt.Encoder = None,
     encoder_mode: opt.EncoderMode = None,
+    decoder: opt.Decoder = None,
     preset: opt.Preset = None,
     gradient_checkpointing: opt.GradientCheckpointing = None,
 ) -> None:
@@ -133,6 +134,7 @@ def prepare(
     strict: opt.Strict = None,
     encoder: opt.Encoder = None,
     encoder_mode: opt.EncoderMode = None,
+    decoder: opt.Decoder = None,
     preset: opt.Preset = None,
 ) -> None:
     """Everything before training, written to a folder: the split, the fitted schema, decoded
@@ -177,14 +179,20 @@ def predict(
         bool, typer.Option(help="continue an interrupted run: keep the rows already written")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
+    beam: opt.Beam = None,
+    nbest: opt.NBest = None,
+    length_penalty: opt.LengthPenalty = None,
+    max_length: opt.MaxLength = None,
 ) -> None:
-    """Predict every row of a table in chunks; writes predictions and class probabilities."""
+    """Predict every row of a table in chunks; writes predictions and class probabilities
+    (text targets: the text, its log-probability and, with --nbest, the n best)."""
     from polymodal.model import Model
     from polymodal.serving.batch import predict_to_csv
 
     if output.exists() and not (overwrite or resume):
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it or --resume")
     model = Model.load(model_dir)
+    model.set_decoding(**opt.decoding(beam, nbest, length_penalty, max_length))
     result = predict_to_csv(
         model, data, output, chunk_size=chunk_size, resume=resume, overwrite=overwrite,
         console=console,
@@ -207,16 +215,27 @@ def evaluate(
     group_by: Annotated[
         list[str] | None, typer.Option(help="metric per group of this column (repeatable)")
     ] = None,
+    beam: opt.Beam = None,
+    length_penalty: opt.LengthPenalty = None,
+    max_length: opt.MaxLength = None,
 ) -> None:
-    """Metrics on a labelled table: accuracy, F1, confusion matrix; RMSE, MAE, R².
+    """Metrics on a labelled table: accuracy, F1, confusion matrix; RMSE, MAE, R²; WER, CER,
+    BLEU-4, chrF, CIDEr-D.
 
     --robustness and --group-by add their results under each target in the JSON."""
-    from polymodal.data.problems import ProblemLog
+    from polymodal.data.problems import BadInputError, ProblemLog
     from polymodal.model import Model
 
     model = Model.load(model_dir)
+    model.set_decoding(**opt.decoding(beam, None, length_penalty, max_length))
     log = ProblemLog(table=str(data))
     report = model.evaluate(data, log)
+    unscorable = [name for name, values in report.items() if not values.get("rows")]
+    if unscorable:
+        raise BadInputError(
+            f"{data}: no row has a value of target {', '.join(unscorable)} the model can "
+            "score (missing, or a class never seen in training)"
+        )
     print_target_metrics("evaluation", report)
     print_problems([vars(p) for p in log.problems])
     if robustness or group_by:
@@ -281,6 +300,7 @@ def compare(
     augment: opt.Augment = None,
     encoder: opt.Encoder = None,
     encoder_mode: opt.EncoderMode = None,
+    decoder: opt.Decoder = None,
     preset: opt.Preset = None,
     gradient_checkpointing: opt.GradientCheckpointing = None,
 ) -> None:

@@ -9,7 +9,7 @@ learns from the data (`polymodal.data.schema.FittedSchema`), saved side by side 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +41,10 @@ class TargetConfig(Strict):
     )
     weight: float = Field(1.0, gt=0, description="weight of this target's loss in the sum")
     separator: str = Field("|", description="splits multi-label cells such as 'a|b'")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the task's own settings, checked by the task (e.g. text: tokenizer, beam)",
+    )
 
 
 class ImageSettings(Strict):
@@ -57,8 +61,16 @@ class AudioSettings(Strict):
 
 
 class VideoSettings(Strict):
-    frames: int = 8
+    frames: int = Field(8, description="frames per clip when `fps` is None")
     size: int = 64
+    fps: float | None = Field(
+        None,
+        gt=0,
+        description="frames per second of clip time; None: `frames` frames spread over each clip",
+    )
+    max_seconds: float | None = Field(
+        None, gt=0, description="crop length when `fps` is set; None: from the data"
+    )
 
 
 class TextSettings(Strict):

@@ -240,6 +240,18 @@ class Model:
             columns.update(self.task(name).columns(decoded))
         return pd.DataFrame(columns)
 
+    def set_decoding(self, **options: object) -> Model:
+        """Decoding settings for later predictions of generated targets: `beam`, `nbest`,
+        `length_penalty`, `generate_length` (None leaves a setting as it is)."""
+        self._check_fitted()
+        given = {key: value for key, value in options.items() if value is not None}
+        if given and not any([task.set_decoding(given) for task in self.net_.tasks]):
+            raise BadInputError(
+                f"{', '.join(sorted(given))}: only generated targets (text) take decoding "
+                "settings, and this model has none"
+            )
+        return self
+
     def predict_proba(self, data: DataLike, target: str | None = None) -> pd.DataFrame:
         """Class probabilities [rows, classes] for one class target."""
         task = self.task(target)

@@ -56,6 +56,19 @@ class MultimodalNet(nn.Module):
         for encoder in self.encoders:
             if hasattr(encoder, "load_pretrained"):
                 encoder.load_pretrained()
+        for _, part in self.pretrained_head_parts():
+            part.load_pretrained()
+
+    def pretrained_head_parts(self) -> list[tuple[str, nn.Module]]:
+        """(state-dict prefix, module) of the pretrained parts of heads (a text target's
+        pretrained decoder): each has load_pretrained, learning_rate_scales and
+        frozen_state_names, with names relative to itself."""
+        return [
+            (f"heads.{index}.{name}.", module)
+            for index, head in enumerate(self.heads)
+            for name, module in head.named_modules()
+            if name and hasattr(module, "load_pretrained")
+        ]
 
     def learning_rate_scales(self) -> dict[str, float]:
         """Parameter name → factor on the learning rate: a fine-tuned pretrained backbone
@@ -65,6 +78,8 @@ class MultimodalNet(nn.Module):
             if hasattr(encoder, "backbone"):
                 for name, _ in encoder.backbone.named_parameters():
                     scales[f"encoders.{index}.backbone.{name}"] = encoder.choice.lr_scale
+        for prefix, part in self.pretrained_head_parts():
+            scales |= {prefix + name: s for name, s in part.learning_rate_scales().items()}
         return scales
 
     def frozen_state_names(self) -> set[str]:
@@ -73,6 +88,8 @@ class MultimodalNet(nn.Module):
         for index, encoder in enumerate(self.encoders):
             if getattr(encoder, "frozen", False):
                 names |= {f"encoders.{index}.backbone.{k}" for k in encoder.backbone.state_dict()}
+        for prefix, part in self.pretrained_head_parts():
+            names |= {prefix + name for name in part.frozen_state_names()}
         return names
 
     def encode(self, batch: Batch) -> dict[str, EncodedInput]:
@@ -90,10 +107,23 @@ class MultimodalNet(nn.Module):
     def fuse(self, batch: Batch) -> Fused:
         return self.fusion(self.encode(batch))
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Raw outputs per target: logits, or standardised values for regression."""
-        fused = self.fuse(batch)
-        return {name: head(fused) for name, head in zip(self.target_names, self.heads, strict=True)}
+    def forward(self, batch: Batch, targets: dict | None = None) -> dict[str, torch.Tensor]:
+        """Raw outputs per target: logits, standardised values for regression, generated
+        hypotheses for text. Given `targets` (training), teacher-forced heads read theirs."""
+        return self.head_outputs(self.fuse(batch), targets)
+
+    def head_outputs(self, fused: Fused, targets: dict | None = None) -> dict[str, torch.Tensor]:
+        outputs = {}
+        for name, task, head in zip(self.target_names, self.tasks, self.heads, strict=True):
+            given = targets.get(name) if targets is not None and task.teacher_forced else None
+            outputs[name] = head(fused, given[0]) if given is not None else head(fused)
+        return outputs
+
+    @property
+    def teacher_forced(self) -> bool:
+        """Whether some head's training outputs differ from what it predicts (a text head's
+        logits vs the text it writes), so validation needs both."""
+        return any(task.teacher_forced for task in self.tasks)
 
 
 def drop_modalities(

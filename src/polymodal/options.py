@@ -17,7 +17,12 @@ import typer
 from pydantic import ValidationError
 
 from polymodal.config import Config, ConfigError, TargetConfig, load_config
-from polymodal.presets import add_preset, apply_encoder_options, set_gradient_checkpointing
+from polymodal.presets import (
+    add_preset,
+    apply_encoder_options,
+    set_gradient_checkpointing,
+    split_option,
+)
 
 
 def split_list(value: str | None) -> list[str] | None:
@@ -30,6 +35,19 @@ def set_targets(config: Config, value: str) -> None:
     known = {target.column: target for target in config.targets}
     names = split_list(value) or []
     config.targets = [known.get(name) or TargetConfig(column=name) for name in names]
+
+
+def set_decoders(config: Config, values: list[str]) -> None:
+    """`--decoder caption=hf:gpt2`: the named target is text, written by that pretrained
+    decoder (a hub name or a saved folder)."""
+    targets = {target.column: target for target in config.targets}
+    for option in values:
+        column, source = split_option(option, "--decoder", "caption=hf:gpt2")
+        target = targets.get(column)
+        if target is None:
+            raise ConfigError(f"--decoder {option}: '{column}' is not a target (see --target)")
+        target.task = target.task or "text"  # another task refuses the option when fitted
+        target.options["decoder"] = source
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,7 @@ class ConfigOption:
 # apply in this order: named encoders, the preset for kinds still unset, then modes.
 CONFIG_OPTIONS: dict[str, ConfigOption] = {
     "target": ConfigOption("targets", edit=set_targets),
+    "decoder": ConfigOption("targets", edit=set_decoders),  # after the targets are named
     "inputs": ConfigOption("inputs", parse=split_list),
     "fusion": ConfigOption("model.fusion"),
     "epochs": ConfigOption("train.max_epochs"),
@@ -137,6 +156,14 @@ EncoderMode = Annotated[
         "--encoder-mode", help="frozen, finetune or lora, for all pretrained encoders or KIND=MODE"
     ),
 ]
+Decoder = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--decoder",
+        help="COLUMN=SOURCE: a text target written by a pretrained decoder, hf:NAME or a saved "
+        "folder (repeatable), e.g. caption=hf:gpt2",
+    ),
+]
 Preset = Annotated[
     str | None,
     typer.Option("--preset", help="fast (from scratch) or accurate (pretrained encoders)"),
@@ -148,3 +175,28 @@ GradientCheckpointing = Annotated[
         help="pretrained encoders that train: less memory, more compute",
     ),
 ]
+
+# Decoding of generated targets (text), shared by `predict` and `evaluate`. None: as trained.
+Beam = Annotated[int | None, typer.Option("--beam", min=1, help="text targets: beam width")]
+NBest = Annotated[
+    int | None, typer.Option("--nbest", min=1, help="text targets: hypotheses per row (<= beam)")
+]
+LengthPenalty = Annotated[
+    float | None,
+    typer.Option("--length-penalty", help="text targets: beam score = log p / length ** this"),
+]
+MaxLength = Annotated[
+    int | None, typer.Option("--max-length", min=1, help="text targets: tokens generated at most")
+]
+
+
+def decoding(
+    beam: int | None, nbest: int | None, length_penalty: float | None, max_length: int | None
+) -> dict[str, Any]:
+    """The decoding options given on the command line, as `Model.set_decoding` takes them."""
+    return {
+        "beam": beam,
+        "nbest": nbest,
+        "length_penalty": length_penalty,
+        "generate_length": max_length,
+    }

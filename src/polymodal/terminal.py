@@ -88,6 +88,18 @@ def print_target_metrics(title: str, report: dict) -> None:
     for target, values in report.items():
         if "confusion_matrix" in values and len(values["classes"]) <= 12:
             print_confusion(target, values["classes"], values["confusion_matrix"])
+        if values.get("examples"):
+            print_examples(target, values["examples"])
+
+
+def print_examples(target: str, examples: list[dict]) -> None:
+    """A few generated texts beside their references."""
+    view = RichTable(title=f"{target}: examples")
+    view.add_column("reference")
+    view.add_column("predicted")
+    for example in examples:
+        view.add_row(example["reference"], example["predicted"])
+    out.print(view)
 
 
 def print_confusion(target: str, classes: list[str], matrix: list[list[int]]) -> None:

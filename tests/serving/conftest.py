@@ -1,4 +1,5 @@
-"""A tiny trained model shared by the serving tests, and a real server on a free loopback port."""
+"""A tiny trained model shared by the serving tests, a real server on a free loopback port, and
+headless Chromium for the page tests."""
 
 from __future__ import annotations
 
@@ -10,12 +11,33 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as DriverService
 
 from polymodal.data.cache import FeatureCache
 from polymodal.model import Model
 from polymodal.serving.app import create_app
 from polymodal.serving.settings import ServeSettings
 from tests.media import shapes_and_tones, tiny_config
+
+CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--no-first-run",
+    "--window-size=1200,900",
+]  # fmt: skip
+
+
+def chromium(profile: str, *flags: str) -> webdriver.Chrome:
+    """Headless Chromium with a fresh profile folder and any extra command-line flags."""
+    # No skip: without Chromium the page tests fail, naming what to install.
+    assert CHROMIUM.exists() and DRIVER.exists(), "install Debian's chromium and chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*FLAGS, f"--user-data-dir={profile}", *flags]:
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=DriverService(str(DRIVER)))
 
 
 @dataclass

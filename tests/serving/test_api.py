@@ -116,6 +116,7 @@ def test_schema_lists_inputs_kinds_file_types_targets(client):
     assert colour["categories"] == ["blue", "green", "red"]
     assert schema["targets"][0]["column"] == "label"
     assert len(schema["targets"][0]["classes"]) == 4
+    assert schema["targets"][0]["text"] is False  # a class name, not generated text
     assert client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["requestBody"]
     assert client.get("/docs").status_code == 200
 

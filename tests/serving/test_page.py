@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 import pandas as pd
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
 
 from polymodal.data.table import Table
 from polymodal.model import Model
-
-CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--no-first-run",
-    "--window-size=1200,900",
-]  # fmt: skip
-
-
-def chromium(profile: str) -> webdriver.Chrome:
-    # No skip: without Chromium this test fails, naming what to install.
-    assert CHROMIUM.exists() and DRIVER.exists(), "install Debian's chromium and chromium-driver"
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in FLAGS + [f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(str(DRIVER)))
+from tests.serving.conftest import ARTIFACTS, chromium
 
 
 def test_page_uploads_image_and_audio_and_shows_the_prediction(live_server, trained):

@@ -9,7 +9,7 @@ from polymodal.config import TargetConfig
 from polymodal.fusion import Fused
 from polymodal.tasks import TASKS, TargetPrediction, TargetState, fit_target, task_for
 
-BUILT_IN = ["binary", "multiclass", "multilabel", "regression"]
+BUILT_IN = ["binary", "multiclass", "multilabel", "regression"]  # text: tests/tasks/test_text.py
 STATES = {
     "multiclass": TargetState(column="y", task="multiclass", classes=["a", "b", "c"]),
     "binary": TargetState(column="y", task="binary", classes=["no", "yes"]),
@@ -122,6 +122,8 @@ def test_state_round_trips_through_json(task_name):
         (list(range(30)), "regression"),
         ([1, 2, 3, 1], "multiclass"),
         ([["p", "q"], ["q"]], "multilabel"),
+        ([f"row {i} says hello" for i in range(25)], "text"),
+        ([f"label {i % 12}" for i in range(48)], "multiclass"),
     ],
 )
 def test_task_inference(cells, expected):

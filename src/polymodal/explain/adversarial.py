@@ -48,7 +48,7 @@ def loss_gradient(
     runner: Runner, chunk: int, name: str, target: str, x: torch.Tensor, truth: tuple
 ) -> torch.Tensor:
     x = x.detach().requires_grad_(True)
-    outputs = runner.forward_with(chunk, name, x)[target]
+    outputs = runner.forward_with(chunk, name, x, {target: truth})[target]
     loss = runner.model.task(target).loss(outputs, *truth)
     (gradient,) = torch.autograd.grad(loss, x)
     return gradient

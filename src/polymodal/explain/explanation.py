@@ -82,6 +82,7 @@ def explain(
     outputs = model.forward(features, chosen)[target]
     references, _ = predicted_classes(model, target, outputs)
     task = model.task(target)
+    attributions = attributions and task.attributable
     explained = []
     for index, row in enumerate(chosen):
         entry = RowExplanation(

@@ -52,12 +52,10 @@ class Runner:
     def encode_one(self, name: str, item: dict) -> EncodedInput:
         return self.encoder(name)(item["values"], item["present"], item.get("lengths"))
 
-    def heads(self, encoded: Encoded) -> dict[str, torch.Tensor]:
-        fused = self.net.fusion(encoded)
-        return {
-            name: head(fused)
-            for name, head in zip(self.net.target_names, self.net.heads, strict=True)
-        }
+    def heads(self, encoded: Encoded, targets: dict | None = None) -> dict[str, torch.Tensor]:
+        """Every head's outputs; with `targets`, a teacher-forced head's training outputs (the
+        ones its loss is defined on)."""
+        return self.net.head_outputs(self.net.fusion(encoded), targets)
 
     def outputs(
         self, keep: set[str] | frozenset[str] | None = None, replace: Features | None = None
@@ -77,11 +75,14 @@ class Runner:
                     parts[name].append(output.float())
         return {name: torch.cat(chunks).numpy() for name, chunks in parts.items()}
 
-    def forward_with(self, chunk: int, name: str, values: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_with(
+        self, chunk: int, name: str, values: torch.Tensor, targets: dict | None = None
+    ) -> dict[str, torch.Tensor]:
         """Outputs of batch `chunk` with `name`'s values replaced, differentiable in `values`
-        (for attacks); the other inputs' cached encodings are reused."""
+        (for attacks: `targets` gives the outputs the loss is defined on); the other inputs'
+        cached encodings are reused."""
         index = self.chunks[chunk]
         item = {k: v[index] for k, v in self.features[name].items()}
         encoded = dict(self.encoded[chunk])
         encoded[name] = self.encode_one(name, {**item, "values": values})
-        return self.heads(encoded)
+        return self.heads(encoded, targets)

@@ -43,7 +43,7 @@ def output_header(model: Model) -> list[str]:
     """The output's columns: `row`, then each target's prediction and probability columns."""
     header = [ROW]
     for task in model.net_.tasks:
-        empty = task.decode(np.zeros((0, task.outputs), np.float32))
+        empty = task.decode(np.zeros((0, *task.output_shape), np.float32))
         header += list(task.columns(empty))
     return header
 

@@ -58,9 +58,16 @@ class InputField(BaseModel):
 
 
 class TargetInfo(BaseModel):
+    """One column a prediction is made for."""
+
     column: str
-    task: str
+    task: str = Field(description="a registered task: multiclass, regression, text, ...")
     classes: list[str] = []
+    text: bool = Field(
+        False,
+        description="true: `predicted` is text the model writes (a transcript, a caption, an "
+        "answer), with its `log_probability` and maybe an `nbest` list; not one of `classes`",
+    )
 
 
 class SchemaResponse(BaseModel):

@@ -33,6 +33,7 @@ class TargetState(BaseModel):
     classes: list[str] = []  # label names for class tasks
     mean: float = 0.0  # numeric targets are learned standardised
     std: float = 1.0
+    options: dict[str, Any] = {}  # the task's own fitted state (e.g. a text target's tokenizer)
 
 
 class TargetPrediction(BaseModel):
@@ -66,6 +67,22 @@ class Head(nn.Module):
         return (outputs * fused.weights.unsqueeze(-1)).sum(dim=1)
 
 
+NEARLY_UNIQUE_SHARE, NEARLY_UNIQUE_COUNT = 0.5, 20
+
+
+def nearly_unique(values: list) -> bool:
+    """Whether a column of (non-missing) values is mostly distinct strings (captions, names,
+    transcripts): as classes, most would be seen once, and valid or test rows could hardly
+    ever be scored."""
+    texts = [str(v).strip() for v in values if not isinstance(v, list | tuple | np.ndarray)]
+    if len(texts) < len(values) or not texts:
+        return False
+    if pd.to_numeric(pd.Series(texts), errors="coerce").notna().all():
+        return False  # numbers are regression's or labels, never text
+    distinct = len(set(texts))
+    return distinct >= NEARLY_UNIQUE_COUNT and distinct >= NEARLY_UNIQUE_SHARE * len(texts)
+
+
 def mean_over_known(per_row: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """Average loss over rows whose target is known; 0 (with a gradient path) if none are."""
     known = known.to(per_row.dtype)
@@ -86,6 +103,14 @@ class Task:
     score_metric: ClassVar[str]
     inference_order: ClassVar[int | None] = None
     explained: ClassVar[str] = "the prediction"  # what Shapley contributions add up to
+    # True: the head is also given the encoded target while training (teacher forcing) and
+    # is called without it to predict; False: the head only ever sees the fused inputs.
+    teacher_forced: ClassVar[bool] = False
+    # False: the output is not one differentiable score, so Captum has nothing to attribute
+    # (a generated text); explanations then give Shapley contributions only.
+    attributable: ClassVar[bool] = True
+    takes_options: ClassVar[bool] = False  # reads `TargetConfig.options` (others refuse them)
+    writes_text: ClassVar[bool] = False  # `predicted` is free text: the page can read it aloud
 
     def __init__(self, state: TargetState) -> None:
         self.state = state
@@ -106,11 +131,21 @@ class Task:
         """(values, known) training arrays; `known` is False where a row adds no loss."""
         raise NotImplementedError
 
+    def set_decoding(self, options: dict[str, Any]) -> bool:
+        """Apply prediction-time decoding settings (beam width, ...); False: this task has
+        none."""
+        return False
+
     # ------------------------------------------------------------- the network
     @property
     def outputs(self) -> int:
         """Width of the head's raw output."""
         raise NotImplementedError
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of one row's raw output (a text head's holds several hypotheses)."""
+        return (self.outputs,)
 
     def head(self, dim: int, branches: int, dropout: float) -> nn.Module:
         return Head(self.outputs, dim, branches, dropout)

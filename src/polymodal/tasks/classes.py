@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 from polymodal.config import TargetConfig
 from polymodal.data.column import category_text, is_missing
 from polymodal.data.problems import BadInputError
-from polymodal.tasks.base import TargetPrediction, TargetState, Task
+from polymodal.tasks.base import TargetPrediction, TargetState, Task, nearly_unique
 
 
 class ClassPrediction(TargetPrediction):
@@ -99,6 +99,17 @@ class ClassTask(LabelTask):
     @classmethod
     def cell_labels(cls, value: object, separator: str) -> list[str]:
         return [category_text(value)]
+
+    @classmethod
+    def fit(cls, values: list, config: TargetConfig, table_name: str) -> TargetState:
+        if nearly_unique(values):
+            distinct = len({category_text(v) for v in values})
+            raise BadInputError(
+                f"{table_name}: target '{config.column}' has {distinct} distinct values in "
+                f"{len(values)} rows: as {cls.name} classes most would be seen once and "
+                "valid/test rows could not be scored; use task: text to generate it"
+            )
+        return super().fit(values, config, table_name)
 
     def encode(self, cells: list) -> tuple[np.ndarray, np.ndarray]:
         """Class indices; a label the model never saw is not known (it adds no loss)."""

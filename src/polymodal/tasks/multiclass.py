@@ -12,7 +12,7 @@ from polymodal.tasks.classes import ClassTask
 @register_task
 class MulticlassTask(ClassTask):
     name = "multiclass"
-    inference_order = 3  # what any other column of labels becomes
+    inference_order = 4  # what any other column of labels becomes
 
     @classmethod
     def claims(cls, values: list) -> bool:

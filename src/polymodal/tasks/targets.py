@@ -33,7 +33,13 @@ def fit_target(series: pd.Series, config: TargetConfig, table_name: str) -> Targ
     values = [v for v in series.tolist() if not is_missing(v)]
     if not values:
         raise BadInputError(f"{table_name}: target '{config.column}' has no values")
-    return TASKS.get(infer_task(values, config)).fit(values, config, table_name)
+    task = TASKS.get(infer_task(values, config))
+    if config.options and not task.takes_options:
+        raise BadInputError(
+            f"{table_name}: target '{config.column}' is a {task.name} target, which takes no "
+            f"options (given: {', '.join(sorted(config.options))})"
+        )
+    return task.fit(values, config, table_name)
 
 
 def encode_targets(

@@ -99,6 +99,7 @@ def prepare(
     splits["train"] = rows_with_known_target(parts["table"].targets, splits["train"])
     if len(splits["train"]) == 0:
         raise BadInputError(f"{table.name}: no training rows with a known target")
+    check_scorable(parts, splits, valid_part, table.name)
     return Prepared(config, schema, parts, splits, valid_part, table.name, log.to_json(), seconds)
 
 
@@ -109,6 +110,24 @@ def encode_part(schema: FittedSchema, table: Table, log: ProblemLog, cache: Feat
         for name, (values, known) in encode_targets(schema.targets, table).items()
     }
     return Part(inputs, targets)
+
+
+def check_scorable(
+    parts: dict[str, Part], splits: dict[str, np.ndarray], valid_part: str, table: str
+) -> None:
+    """Every target must have rows to score in the validation and test parts: a run that
+    cannot be scored would otherwise end with a result that means nothing."""
+    for split, part in (("valid", parts[valid_part]), ("test", parts["table"])):
+        rows = splits.get(split, np.empty(0, dtype=np.int64))
+        if split == "test" and not len(rows):
+            continue  # no test rows asked for
+        for name, (_, known) in part.targets.items():
+            if not known.numpy()[rows].any():
+                raise BadInputError(
+                    f"{table}: none of the {len(rows)} {split} rows has a value of target "
+                    f"'{name}' that the model can score (missing, or a class never seen in "
+                    "training)"
+                )
 
 
 def rows_with_known_target(targets: Targets, rows: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ class PolymodalModule(L.LightningModule):
         if self.settings.augment:
             inputs = augment_batch(inputs, self.net.input_kinds)
         inputs = drop_modalities(inputs, self.settings.modality_dropout)
-        loss = self.combined_loss(self.net(inputs), batch["targets"])
+        loss = self.combined_loss(self.net(inputs, batch["targets"]), batch["targets"])
         # Summed here and logged once an epoch: self.log at every step cost about a millisecond
         # (profiled), some 5% of a step of the default AV-MNIST model on 2 cores.
         self._train_loss_sum = self._train_loss_sum + loss.detach()
@@ -61,11 +61,13 @@ class PolymodalModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_index: int) -> None:
-        outputs = self.net(batch["inputs"])
+        fused = self.net.fuse(batch["inputs"])
+        outputs = self.net.head_outputs(fused, batch["targets"])
         loss = self.combined_loss(outputs, batch["targets"])
         self.log("val_loss", loss, prog_bar=True, batch_size=self._size(batch))
+        predicted = self.net.head_outputs(fused) if self.net.teacher_forced else outputs
         self._valid_outputs.append(
-            {name: (outputs[name].detach().cpu(), *[t.cpu() for t in batch["targets"][name]])
+            {name: (predicted[name].detach().float().cpu(), *[t.cpu() for t in batch["targets"][name]])
              for name in self.net.target_names}
         )  # fmt: skip
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from polymodal.encoders.base import lengths_mask
 from polymodal.modalities.base import EncodeContext, FitContext, Sweep, Widget, register
 from polymodal.modalities.common import shares
 from polymodal.modalities.image import PixelModality
@@ -15,7 +16,7 @@ from polymodal.modalities.image.augment import augment_images
 from polymodal.modalities.image.noise import pixel_sweeps
 from polymodal.modalities.video import encoder  # noqa: F401  (registers the encoders)
 from polymodal.modalities.video.preprocess import VideoState, encode_video, fit_video
-from polymodal.modalities.video.pretrained import video_tokens
+from polymodal.modalities.video.pretrained import per_frame_tokens, video_tokens
 
 
 @register
@@ -46,7 +47,8 @@ class Video(PixelModality):
         return pixel_sweeps(state.column, state.std, item["values"].float(), axes=(3, 4))
 
     def summarise(self, state: VideoState, item: Any) -> dict:
-        scores = item.attributions
+        """Shares per real frame (frames padding a short clip read at `fps` are left out)."""
+        scores = item.attributions[: real_frames(item)]
         return {"frame_share": shares(np.abs(scores).reshape(scores.shape[0], -1).sum(axis=1))}
 
     def figure(self, state: VideoState, item: Any) -> Any:
@@ -58,4 +60,12 @@ class Video(PixelModality):
         self, backbone: Any, pretrained: Any, values: torch.Tensor, lengths: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = video_tokens(backbone, pretrained, values)
-        return hidden, torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        if lengths is not None and per_frame_tokens(pretrained):  # padded frames: not real
+            mask = lengths_mask(lengths.to(hidden.device), hidden.shape[1])
+        return hidden, mask
+
+
+def real_frames(item: Any) -> int:
+    """Frames of an `InputAttribution` that hold the clip, not padding."""
+    return item.length if item.length else item.attributions.shape[0]

@@ -6,7 +6,13 @@ import torch
 from torch import nn
 
 from polymodal.config import ModelSettings
-from polymodal.encoders.base import ENCODERS, EncodedInput, run_transformer, transformer
+from polymodal.encoders.base import (
+    ENCODERS,
+    EncodedInput,
+    lengths_mask,
+    run_transformer,
+    transformer,
+)
 from polymodal.encoders.pretrained import PretrainedEncoder
 from polymodal.modalities.image.encoder import ImageCNN
 from polymodal.modalities.video.preprocess import VideoState
@@ -14,7 +20,9 @@ from polymodal.modalities.video.preprocess import VideoState
 
 @ENCODERS.register("video_frames", modality="video", default=True)
 class VideoEncoder(nn.Module):
-    """[batch, frames, 3, H, W] → [batch, frames, dim]: one token per frame."""
+    """[batch, frames, 3, H, W] → [batch, frames, dim]: one token per frame. With `lengths`
+    (clips read at a frame rate, padded to the crop), frames past a clip's length are masked:
+    the temporal transformer does not attend to them and their tokens are not real."""
 
     def __init__(self, state: VideoState, settings: ModelSettings) -> None:
         super().__init__()
@@ -33,6 +41,8 @@ class VideoEncoder(nn.Module):
         per_frame = self.frame_cnn(values.flatten(0, 1)).mean(dim=1)
         tokens = per_frame.view(batch, frames, -1) + self.time[:, :frames]
         mask = present[:, None].expand(-1, frames)
+        if lengths is not None:
+            mask = mask & lengths_mask(lengths.to(values.device), frames)
         return EncodedInput(self.norm(run_transformer(self.temporal, tokens, mask)), mask)
 
 

@@ -17,12 +17,17 @@ def video_frames(state: PretrainedState, default: int) -> int:
     return int(state.architecture.get(VIDEO_MODEL_KEY) or default)
 
 
+def per_frame_tokens(state: PretrainedState) -> bool:
+    """An image model gives one token per frame; a video model its own clip tokens."""
+    return VIDEO_MODEL_KEY not in state.architecture
+
+
 def video_tokens(
     backbone: nn.Module, pretrained: PretrainedState, values: torch.Tensor
 ) -> torch.Tensor:
     """[batch, frames, 3, H, W] → [batch, steps, width]: the clip model's tokens, or one token
     per frame (the mean of an image model's tokens)."""
-    if VIDEO_MODEL_KEY in pretrained.architecture:
+    if not per_frame_tokens(pretrained):
         return as_tokens(backbone(pixel_values=values.float()).last_hidden_state)
     batch, frames = values.shape[:2]
     per_frame = image_tokens(backbone, pretrained.library, values.flatten(0, 1).float())

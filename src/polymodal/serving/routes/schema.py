@@ -13,10 +13,17 @@ router = APIRouter(prefix="/v1", tags=["schema"], dependencies=[Depends(require_
 
 @router.get("/schema")
 async def schema(service: ServiceDep) -> SchemaResponse:
-    """Inputs with kinds and accepted file types; targets with their classes."""
+    """Inputs with kinds and accepted file types; targets with their classes, or `text: true`
+    for a generated text."""
+    model = service.model
     targets = [
-        TargetInfo(column=state.column, task=state.task, classes=[str(c) for c in state.classes])
-        for state in service.model.schema_.targets
+        TargetInfo(
+            column=state.column,
+            task=state.task,
+            classes=[str(c) for c in state.classes],
+            text=model.task(state.column).writes_text,
+        )
+        for state in model.schema_.targets
     ]
     settings = service.settings
     return SchemaResponse(

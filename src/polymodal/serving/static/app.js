@@ -1,4 +1,5 @@
-// polymodal web page: a form built from GET /v1/schema, predictions drawn as bars.
+// polymodal web page: a form built from GET /v1/schema, predictions drawn as bars, generated
+// text shown and read aloud by the browser's own speech synthesis.
 // Plain JavaScript, no build step, no CDN: works offline from the server alone.
 "use strict";
 
@@ -53,7 +54,8 @@ async function loadSchema() {
   }
   showError("");
   const targets = state.schema.targets.map((t) => `${t.column} (${t.task})`).join(", ");
-  $("#model-summary").textContent = `Predicts ${targets} from ${state.schema.inputs.length} inputs.`;
+  const count = state.schema.inputs.length;
+  $("#model-summary").textContent = `Predicts ${targets} from ${count} input${count === 1 ? "" : "s"}.`;
   const fields = $("#fields");
   fields.replaceChildren(...state.schema.inputs.map(fieldFor));
   $("#predict-button").disabled = false;
@@ -138,8 +140,10 @@ function cameraButton(field, index, preview) {
 }
 
 // ----------------------------------------------- microphone recording (WAV)
+// When the recording was the last input missing, it is sent at once: a spoken question in, the
+// model's answer (or transcript) out, without pressing Predict.
 function recordButton(field, index, preview) {
-  const button = element("button", { type: "button", id: `record-${index}`, text: "Record" });
+  const button = element("button", { type: "button", id: `record-${index}`, class: "record", text: "Record", "aria-pressed": "false" });
   let recorder = null;
   button.addEventListener("click", async () => {
     if (recorder) { recorder.stop(); return; }
@@ -157,13 +161,21 @@ function recordButton(field, index, preview) {
       stream.getTracks().forEach((track) => track.stop());
       recorder = null;
       button.textContent = "Record";
+      button.setAttribute("aria-pressed", "false");
       const recorded = new Blob(chunks, { type: chunks[0] ? chunks[0].type : "audio/webm" });
       const file = await toWav(recorded).catch(() => new File([recorded], "recording.webm", { type: recorded.type }));
       state.captured.set(field.name, file);
       showPreview(preview, field.widget.preview, file);
+      if (state.schema.inputs.every(filled)) {
+        setStatus("Recorded; predicting…");
+        $("#predict-form").requestSubmit();
+      }
     });
     recorder.start();
-    button.textContent = "Stop recording";
+    button.textContent = "Stop";
+    button.setAttribute("aria-pressed", "true");
+    showError("");
+    setStatus("Recording… press Stop when done.");
   });
   return button;
 }
@@ -198,20 +210,28 @@ function wavBytes(samples, rate) {
 }
 
 // -------------------------------------------------------------- requests
+function fieldValue(field) {
+  // A File for a file column (recorded, snapshot or chosen), else the control's text; null if empty.
+  const input = document.querySelector(`[data-column="${CSS.escape(field.name)}"]:is(input, select, textarea)`);
+  if (field.file) return state.captured.get(field.name) || (input.files && input.files[0]) || null;
+  return input.value.trim() !== "" ? input.value : null;
+}
+
+function filled(field) {
+  return fieldValue(field) !== null;
+}
+
 function formData() {
   const data = new FormData();
-  let filled = 0;
+  let count = 0;
   for (const field of state.schema.inputs) {
-    const input = document.querySelector(`[data-column="${CSS.escape(field.name)}"]:is(input, select, textarea)`);
-    if (field.file) {
-      const file = state.captured.get(field.name) || (input.files && input.files[0]);
-      if (file) { data.append(field.name, file, file.name || "upload"); filled++; }
-    } else if (input.value.trim() !== "") {
-      data.append(field.name, input.value);
-      filled++;
-    }
+    const value = fieldValue(field);
+    if (value === null) continue;
+    if (field.file) data.append(field.name, value, value.name || "upload");
+    else data.append(field.name, value);
+    count++;
   }
-  return filled ? data : null;
+  return count ? data : null;
 }
 
 async function send(endpoint) {
@@ -245,10 +265,15 @@ function bars(entries, chosen) {
   return grid;
 }
 
+function targetInfo(column) {
+  return state.schema.targets.find((target) => target.column === column) || {};
+}
+
 function showPrediction(body) {
   const result = $("#result");
   const row = body.predictions[0];
   const sections = Object.entries(row).map(([target, prediction], index) => {
+    if (targetInfo(target).text) return textSection(target, prediction, index);
     const predicted = Array.isArray(prediction.predicted) ? prediction.predicted.join(", ") || "(none)" : String(prediction.predicted);
     const heading = element("h3", {}, [`${target}: `, element("span", { class: "predicted", id: `predicted-${index}`, "data-target": target, text: predicted })]);
     const section = element("section", { class: "target", "data-target": target }, [heading]);
@@ -261,6 +286,49 @@ function showPrediction(body) {
   for (const warning of body.warnings || []) sections.push(element("p", { class: "muted", text: `note: ${warning.column}: ${warning.message}` }));
   result.replaceChildren(...sections);
   result.dataset.state = "done";
+}
+
+// ------------------------------------------------ generated text, read aloud
+function textSection(target, prediction, index) {
+  const text = String(prediction.predicted);
+  const shown = element("p", { class: "predicted transcript", id: `predicted-${index}`, "data-target": target, text });
+  if (!text) shown.classList.add("empty"); // the stylesheet writes "(no text)"
+  const section = element("section", { class: "target text", "data-target": target }, [element("h3", { text: target }), shown]);
+  const actions = element("div", { class: "actions" });
+  if (window.speechSynthesis && window.SpeechSynthesisUtterance) {
+    const button = element("button", { type: "button", class: "speak", id: `speak-${index}`, "data-target": target, text: "Read aloud" });
+    button.disabled = !text;
+    button.addEventListener("click", () => speak(text));
+    actions.append(button);
+  }
+  if (typeof prediction.log_probability === "number") {
+    const score = prediction.log_probability;
+    actions.append(element("span", { class: "muted log-probability", "data-target": target, text: `log-probability ${score.toFixed(3)} (p = ${Math.exp(score).toPrecision(3)})` }));
+  }
+  section.append(actions);
+  if (Array.isArray(prediction.nbest) && prediction.nbest.length > 1) {
+    const items = prediction.nbest.map((hypothesis) => element("li", {}, [
+      element("span", { class: "nbest-text", text: hypothesis.text || "(no text)" }),
+      element("span", { class: "muted nbest-score", text: ` ${hypothesis.log_probability.toFixed(3)}` }),
+    ]));
+    section.append(element("details", { class: "nbest" }, [
+      element("summary", { text: `${items.length} best hypotheses` }), element("ol", {}, items),
+    ]));
+  }
+  return section;
+}
+
+function speak(text) {
+  // The browser's own speech synthesis: nothing is sent to this server or any other. A voice
+  // the browser marks as local is preferred over one that may be a remote service.
+  const synthesis = window.speechSynthesis;
+  synthesis.cancel(); // one utterance at a time
+  const utterance = new SpeechSynthesisUtterance(text);
+  const local = synthesis.getVoices().filter((voice) => voice.localService);
+  const language = (navigator.language || "").split("-")[0];
+  const voice = local.find((v) => v.default) || local.find((v) => v.lang.startsWith(language)) || local[0];
+  if (voice) utterance.voice = voice;
+  synthesis.speak(utterance);
 }
 
 function showExplanation(body) {

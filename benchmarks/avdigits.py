@@ -1,0 +1,148 @@
+"""Audio-visual digit speech: WER per noise kind and SNR for audio only, video only, audio +
+video (polymodal) and pocketsphinx, on the table `build_avdigits.py` writes.
+
+Each polymodal model trains on the training utterances (every one in a random condition) and
+is scored on the same 300 test utterances in every condition (clean, white and babble noise
+at 10 to -10 dB). The video stream carries no noise, so the video-only model is scored once on
+the test utterances and its WER stands in every row. Beam 4 is scored beside greedy on the
+audio + video model. pocketsphinx's figures are read from `pocketsphinx_peer.py`'s JSON when it
+has been run.
+
+    .venv/bin/python benchmarks/build_avdigits.py
+    .venv/bin/python benchmarks/pocketsphinx_peer.py
+    .venv/bin/python -m benchmarks.avdigits [--epochs 20] [--train-rows 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.common import ROOT, machine, require
+from polymodal import Model
+from polymodal.config import Config
+from polymodal.tasks.text.metrics import word_error_rate
+
+DATA = ROOT / "benchmarks" / "data" / "avdigits"
+SETUPS = {"audio": ["audio"], "video": ["video"], "audio+video": ["audio", "video"]}
+
+
+def config(
+    inputs: list[str], epochs: int, fps: float, size: int, seed: int, minutes: float | None
+) -> Config:
+    return Config.model_validate(
+        {
+            "targets": [{"column": "text", "task": "text", "options": {"layers": 2}}],
+            "inputs": inputs,
+            "columns": {"audio": {"kind": "audio"}, "video": {"kind": "video"}},
+            "preprocess": {"video": {"fps": fps, "size": size}},
+            "train": {"max_epochs": epochs, "seed": seed, "max_time": minutes and str(minutes)},
+        }
+    )
+
+
+def wer_by_condition(test: pd.DataFrame, predicted: list[str]) -> dict[str, float]:
+    scored = test.assign(predicted=predicted)
+    return {
+        condition: word_error_rate(rows["text"].tolist(), rows["predicted"].tolist())
+        for condition, rows in scored.groupby("condition", sort=False)
+    }
+
+
+def run_setup(
+    name: str, train: pd.DataFrame, test: pd.DataFrame, args: argparse.Namespace, folder: Path
+) -> dict:
+    settings = config(SETUPS[name], args.epochs, args.fps, args.size, args.seed, args.max_minutes)
+    started = time.perf_counter()
+    model = Model(config=settings).fit(train, out=folder / name, overwrite=True)
+    seconds = time.perf_counter() - started
+    scored = test if "audio" in SETUPS[name] else test[test["condition"] == "clean"]
+    started = time.perf_counter()
+    greedy = model.predict(scored)["text_predicted"].tolist()
+    predict_seconds = time.perf_counter() - started
+    result = {
+        "train_seconds": round(seconds, 1),
+        "epochs": len(model.metrics_["history"]),
+        "best_epoch": model.metrics_["best_epoch"],
+        "predict_seconds": round(predict_seconds, 1),
+        "wer": wer_by_condition(scored, greedy),
+    }
+    if name == "audio+video" and args.beam > 1:
+        model.set_decoding(beam=args.beam)
+        started = time.perf_counter()
+        beams = model.predict(scored)["text_predicted"].tolist()
+        result["beam_predict_seconds"] = round(time.perf_counter() - started, 1)
+        result[f"wer_beam{args.beam}"] = wer_by_condition(scored, beams)
+    print(name, json.dumps(result), flush=True)
+    return result
+
+
+def table(results: dict, conditions: list[str], peer: dict | None, beam: int) -> str:
+    columns = ["audio", "video", "audio+video"]
+    header = ["condition", *(f"{c} WER" for c in columns), f"audio+video beam {beam}"]
+    if peer:
+        header += ["pocketsphinx default", "pocketsphinx digits grammar"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for condition in conditions:
+        cells = [condition]
+        for column in columns:
+            wer = results.get(column, {}).get("wer", {})
+            cells.append(f"{wer.get(condition, wer.get('clean', float('nan'))):.3f}")
+        cells.append(f"{results.get('audio+video', {}).get(f'wer_beam{beam}', {}).get(condition, float('nan')):.3f}")  # fmt: skip
+        if peer:
+            cells += [f"{peer[setup].get(condition, float('nan')):.3f}" for setup in peer]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pocketsphinx_figures(path: Path) -> dict | None:
+    """{setup: {condition: WER}} from pocketsphinx_peer.py's JSON, if it was run."""
+    if not path.is_file():
+        return None
+    document = json.loads(path.read_text())
+    return {setup: document["wer"][setup] for setup in ("default", "grammar")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--csv", type=Path, default=DATA / "avdigits.csv")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--train-rows", type=int, default=None, help="default: all")
+    parser.add_argument("--fps", type=float, default=10.0)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, default=None, help="per model's training")
+    parser.add_argument("--setups", default=",".join(SETUPS))
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "avdigits")
+    parser.add_argument("--peer", type=Path, default=DATA / "pocketsphinx" / "wer.json")
+    args = parser.parse_args()
+    frame = pd.read_csv(require(args.csv), keep_default_na=False)
+    base = args.csv.parent
+    for column in ("audio", "video"):
+        frame[column] = [str(base / path) for path in frame[column]]
+    train = frame[frame["split"] == "train"].drop(columns=["split"])
+    if args.train_rows:
+        train = train.sample(n=args.train_rows, random_state=args.seed).sort_index()
+    test = frame[frame["split"] == "test"].reset_index(drop=True)
+    print(machine())
+    print(f"{len(train)} training utterances, {test['utterance'].nunique()} test utterances "
+          f"x {test['condition'].nunique()} conditions")  # fmt: skip
+    results = {}
+    for name in args.setups.split(","):
+        results[name] = run_setup(name, train, test, args, args.out)
+    conditions = list(dict.fromkeys(test["condition"]))
+    peer = pocketsphinx_figures(args.peer)
+    print(table(results, conditions, peer, args.beam))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(
+        json.dumps({"polymodal": results, "pocketsphinx": peer}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""The text task: its tokenizer, inference, loss, decoding and scoring, and whole models with a
+text target (train -> predict -> evaluate, save/load, decoding settings)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.nn import functional as F
+
+from polymodal import Model
+from polymodal.config import Config, TargetConfig
+from polymodal.data.problems import BadInputError
+from polymodal.fusion import Fused
+from polymodal.tasks import TargetPrediction, fit_target, task_for
+from polymodal.tasks.text.metrics import word_error_rate
+from polymodal.tasks.text.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    texts_of,
+    token_ids,
+    train_target_tokenizer,
+)
+
+WORDS = "zero one two three four five six seven eight nine".split()
+SENTENCES = [f"a {c} {s} left of a {d}" for c in ("red", "blue") for s in WORDS[:5] for d in WORDS]
+
+
+def text_state(cells=SENTENCES, **options):
+    config = TargetConfig(column="y", task="text", options=options)
+    return fit_target(pd.Series(cells, dtype=object), config, "t.csv")
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "char"])
+def test_tokenizer_round_trip(kind):
+    texts = ["Seven three one", "a red circle, left of a blue seven.", "zero  zero nine"]
+    tokenizer = train_target_tokenizer(texts, kind, 500, lowercase=True)
+    ids = token_ids(tokenizer, texts, 40)
+    assert (ids[:, 0] == BOS_ID).all()
+    assert [int((row == EOS_ID).sum()) for row in ids] == [1, 1, 1]
+    assert texts_of(tokenizer, ids) == [
+        "seven three one",
+        "a red circle, left of a blue seven.",
+        "zero zero nine",
+    ]
+    again = train_target_tokenizer(texts, kind, 500, lowercase=True)
+    assert again.get_vocab() == tokenizer.get_vocab()  # numbered in a fixed order
+
+
+def test_characters_spell_unseen_words_and_show_unknown_ones():
+    tokenizer = train_target_tokenizer(["seven one", "one seven"], "char", 100, lowercase=True)
+    ids = token_ids(tokenizer, ["neon seven", "xylophone"], 20)
+    assert texts_of(tokenizer, ids) == ["neon seven", "[UNK][UNK][UNK]o[UNK][UNK]one"]
+
+
+def test_truncation_keeps_the_end_token():
+    tokenizer = train_target_tokenizer(SENTENCES, "wordpiece", 500, lowercase=True)
+    ids = token_ids(tokenizer, [SENTENCES[0]], 3)
+    assert ids.shape == (1, 5) and ids[0, -1] == EOS_ID
+    assert texts_of(tokenizer, ids) == [" ".join(SENTENCES[0].split()[:3])]
+
+
+def test_nearly_unique_strings_become_text_and_are_refused_as_classes():
+    assert text_state().task == "text"
+    config = TargetConfig(column="y", task="text")
+    assert fit_target(pd.Series(SENTENCES[:5]), config, "t.csv").task == "text"  # as asked
+    labels = pd.Series(["cat", "dog"] * 30)
+    assert fit_target(labels, TargetConfig(column="y"), "t.csv").task == "binary"
+    numbers = pd.Series([float(i) / 7 for i in range(50)])
+    assert fit_target(numbers, TargetConfig(column="y"), "t.csv").task == "regression"
+    with pytest.raises(BadInputError, match=r"100 distinct values in 100 rows.*task: text"):
+        fit_target(pd.Series(SENTENCES), TargetConfig(column="y", task="multiclass"), "t.csv")
+
+
+def test_bad_options_are_one_line_errors():
+    with pytest.raises(BadInputError, match="tokenizer"):
+        text_state(tokenizer="bytes")
+    with pytest.raises(BadInputError, match="nbest"):
+        text_state(beam=2, nbest=3)
+
+
+def memory(rows=4, tokens=3, dim=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    mem = torch.randn(rows, tokens, dim, generator=generator)
+    mask = torch.ones(rows, tokens, dtype=torch.bool)
+    return Fused(mem[:, :1], torch.ones(rows, 1), mem, mask)
+
+
+def test_teacher_forced_loss_is_the_mean_over_real_tokens_of_each_tokens_loss():
+    task = task_for(text_state(label_smoothing=0.0, layers=1, heads=2))
+    torch.manual_seed(0)
+    head = task.head(16, 1, 0.0).eval()
+    values, known = task.encode(SENTENCES[:3] + ["a blue two"])
+    target = torch.from_numpy(values)
+    known = torch.from_numpy(known)
+    fused = memory()
+    logits = head(fused, target)
+    loss = task.loss(logits, target, known)
+    # the same sum, token by token, from the decoder's own cached steps
+    decoder = head.decoder
+    total, count = 0.0, 0
+    for row in range(4):
+        cache = decoder.start(fused.memory[row : row + 1], fused.memory_mask[row : row + 1])
+        for position in range(target.shape[1] - 1):
+            if target[row, position + 1] == PAD_ID:
+                break
+            step, cache = decoder.step(target[row, position : position + 1], cache)
+            total -= float(F.log_softmax(step.detach().float(), -1)[0, target[row, position + 1]])
+            count += 1
+    assert float(loss.detach()) * count == pytest.approx(total, rel=1e-5)
+    unknown_last = known.clone()
+    unknown_last[-1] = False
+    changed = target.clone()
+    changed[-1, 1:3] = changed[0, 1:3].flip(0)
+    assert torch.allclose(
+        task.loss(logits, target, unknown_last),
+        task.loss(head(fused, changed), changed, unknown_last),
+    )
+    loss.backward()
+    assert all(p.grad is not None for p in head.parameters())
+
+
+def test_generated_outputs_decode_score_serve_and_combine():
+    task = task_for(text_state(beam=2, nbest=2))
+    values, known = task.encode(SENTENCES[:4])
+    width = task.output_shape[1]
+    outputs = np.full((4, 2, width), PAD_ID, np.float32)
+    for row in range(4):
+        ids = values[row, 1 : np.flatnonzero(values[row] == EOS_ID)[0]]
+        outputs[row, 0, 1 : 1 + len(ids)] = ids
+        outputs[row, 1, 1 : 1 + len(ids) - 1] = ids[:-1]  # the runner-up drops a word
+    outputs[:, 0, 0], outputs[:, 1, 0] = -1.0, -2.0
+    decoded = task.decode(outputs)
+    assert list(decoded["text"]) == SENTENCES[:4]
+    metrics = task.evaluate(values, known, decoded)
+    assert metrics["rows"] == 4 and metrics["wer"] == 0 and metrics["exact_match"] == 1
+    assert task.score(values, known, decoded) == 0.0  # -WER: higher is better
+    columns = task.columns(decoded)
+    assert list(columns["y_predicted"]) == SENTENCES[:4]
+    best = json.loads(columns["y_nbest"][0])
+    assert [h["log_probability"] for h in best] == [-1.0, -2.0]
+    assert best[1]["text"] == " ".join(SENTENCES[0].split()[:-1])
+    response = task.prediction(decoded, 1)
+    assert isinstance(response, TargetPrediction) and response.predicted == SENTENCES[1]
+    reference, _ = task.reference(decoded)
+    assert np.allclose(task.explained_value(decoded, reference), 1.0)
+    worse = task.decode(outputs[:, ::-1].copy())
+    assert (task.explained_value(worse, reference) < 1.0).all()
+    assert list(task.combine([worse, decoded])["text"]) == SENTENCES[:4]  # the surer model
+
+
+def phrase_table(rows=240, seed=0):
+    """A number column that names a phrase: the text target is a function of it."""
+    rng = np.random.default_rng(seed)
+    numbers = rng.integers(0, 30, rows)
+    texts = [f"{WORDS[n % 10]} {WORDS[n // 10]} {WORDS[(n * 7) % 10]}" for n in numbers]
+    frame = pd.DataFrame({"n": numbers.astype(str), "text": texts})
+    frame["split"] = np.where(np.arange(rows) >= rows - 40, "test", "train")
+    return frame
+
+
+@pytest.fixture(scope="module")
+def text_model():
+    config = Config.model_validate(
+        {
+            "targets": [{"column": "text", "task": "text", "options": {"layers": 1}}],
+            "train": {"max_epochs": 40, "batch_size": 32, "lr": 5e-3, "patience": 50},
+        }
+    )
+    return Model(config=config).fit(phrase_table())
+
+
+def test_a_text_model_learns_saves_and_reloads(text_model, tmp_path):
+    assert text_model.task().name == "text"
+    # it learned: far better than writing the most common training text for every row
+    frame = phrase_table()
+    common = frame.loc[frame["split"] == "train", "text"].mode()[0]
+    truth = frame.loc[frame["split"] == "test", "text"].tolist()
+    constant = word_error_rate(truth, [common] * len(truth))
+    assert text_model.metrics_["test"]["text"]["wer"] < min(0.7, constant - 0.2)
+    table = phrase_table(seed=1).head(20)
+    before = text_model.predict(table)
+    text_model.save(tmp_path / "m")
+    loaded = Model.load(tmp_path / "m")
+    after = loaded.predict(table)
+    assert list(after["text_predicted"]) == list(before["text_predicted"])
+    assert np.allclose(after["text_log_probability"], before["text_log_probability"], atol=1e-6)
+
+
+def test_greedy_is_beam_one_and_beams_give_n_best(text_model):
+    table = phrase_table(seed=2).head(16)
+    greedy = text_model.predict(table)
+    text_model.set_decoding(beam=1)
+    assert greedy.equals(text_model.predict(table))
+    text_model.set_decoding(beam=3, nbest=3)
+    try:
+        beams = text_model.predict(table)
+    finally:
+        text_model.set_decoding(beam=1, nbest=1)
+    lists = [json.loads(cell) for cell in beams["text_nbest"]]
+    assert all(len(items) == 3 for items in lists)
+    assert all(
+        items[0]["text"] == text for items, text in zip(lists, beams["text_predicted"], strict=True)
+    )
+    with pytest.raises(BadInputError, match="nbest"):
+        text_model.set_decoding(nbest=4)
+
+
+def test_decoding_settings_need_a_text_target(tmp_path):
+    frame = phrase_table()
+    frame["label"] = (frame["n"].astype(int) > 14).map({True: "big", False: "small"})
+    config = Config.model_validate(
+        {"targets": [{"column": "label"}], "inputs": ["n"], "train": {"max_epochs": 1}}
+    )
+    model = Model(config=config).fit(frame)
+    with pytest.raises(BadInputError, match="only generated targets"):
+        model.set_decoding(beam=3)
+
+
+def test_a_text_target_and_a_label_train_together():
+    frame = phrase_table()
+    frame["label"] = (frame["n"].astype(int) > 14).map({True: "big", False: "small"})
+    config = Config.model_validate(
+        {
+            "targets": [
+                {"column": "text", "task": "text", "options": {"layers": 1}},
+                {"column": "label"},
+            ],
+            "inputs": ["n"],
+            "train": {"max_epochs": 2},
+        }
+    )
+    model = Model(config=config).fit(frame)
+    predicted = model.predict(frame.head(5))
+    assert {"text_predicted", "label_predicted", "label_prob_big"} <= set(predicted)
+    assert set(model.metrics_["test"]) == {"text", "label"}
+
+
+def test_a_run_with_nothing_to_score_is_an_error():
+    frame = phrase_table()
+    frame["label"] = np.where(frame["split"] == "test", "unseen", "a")
+    frame.loc[frame.index[:100], "label"] = "b"
+    config = Config.model_validate({"targets": [{"column": "label"}], "inputs": ["n"]})
+    with pytest.raises(BadInputError, match="none of the 40 test rows"):
+        Model(config=config).fit(frame)
+
+
+def test_cli_train_predict_evaluate_a_text_target(tmp_path):
+    from typer.testing import CliRunner
+
+    from polymodal.cli import app
+
+    runner = CliRunner()
+    frame = phrase_table(rows=200)
+    frame["text"] = frame["text"] + " " + frame.index.astype(str)  # nearly unique: text
+    frame.to_csv(tmp_path / "t.csv", index=False)
+
+    def invoke(*args):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    trained = invoke("train", tmp_path / "t.csv", "--target", "text", "--epochs", 2,
+                     "--out", tmp_path / "m")  # fmt: skip
+    assert "wer" in trained and "examples" in trained
+    invoke("predict", tmp_path / "m", tmp_path / "t.csv", "-o", tmp_path / "p.csv",
+           "--beam", 2, "--nbest", 2)  # fmt: skip
+    predicted = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert len(predicted) == 200
+    assert {"text_predicted", "text_log_probability", "text_nbest"} <= set(predicted)
+    assert all(len(json.loads(cell)) == 2 for cell in predicted["text_nbest"])
+    invoke("evaluate", tmp_path / "m", tmp_path / "t.csv", "--json", tmp_path / "e.json")
+    scores = json.loads((tmp_path / "e.json").read_text())["text"]
+    assert scores["rows"] == 200 and 0 <= scores["cer"] and "cider_d" in scores
+    frame.assign(text="").to_csv(tmp_path / "empty.csv", index=False)
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(tmp_path / "empty.csv")])
+    assert result.exit_code != 0 and "no row has a value of target text" in result.output
+
+
+def test_tasks_without_options_refuse_them():
+    labels = pd.Series(["cat", "dog", "cow"] * 10)
+    with pytest.raises(
+        BadInputError, match=r"multiclass target, which takes no options \(given: beam"
+    ):
+        fit_target(labels, TargetConfig(column="y", options={"beam": 2}), "t.csv")
