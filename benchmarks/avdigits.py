@@ -9,8 +9,12 @@ audio + video model. pocketsphinx's figures are read from `pocketsphinx_peer.py`
 has been run.
 
     .venv/bin/python benchmarks/build_avdigits.py
-    .venv/bin/python benchmarks/pocketsphinx_peer.py
-    .venv/bin/python -m benchmarks.avdigits [--epochs 20] [--train-rows 3000]
+    .venv/bin/python benchmarks/pocketsphinx_peer.py [--utterances 84]  # all 3,300 files: ~4 h
+    .venv/bin/python -m benchmarks.avdigits --epochs 100 --patience 20 --augment \
+        --modality-dropout 0.25 --max-minutes 32       # BENCHMARKS.md's run, about 1 h 15 min
+
+With the peer run on `--utterances N`, a second table scores polymodal's models on those N
+utterances beside pocketsphinx.
 """
 
 from __future__ import annotations
@@ -31,16 +35,21 @@ DATA = ROOT / "benchmarks" / "data" / "avdigits"
 SETUPS = {"audio": ["audio"], "video": ["video"], "audio+video": ["audio", "video"]}
 
 
-def config(
-    inputs: list[str], epochs: int, fps: float, size: int, seed: int, minutes: float | None
-) -> Config:
+def config(inputs: list[str], args: argparse.Namespace) -> Config:
     return Config.model_validate(
         {
             "targets": [{"column": "text", "task": "text", "options": {"layers": 2}}],
             "inputs": inputs,
             "columns": {"audio": {"kind": "audio"}, "video": {"kind": "video"}},
-            "preprocess": {"video": {"fps": fps, "size": size}},
-            "train": {"max_epochs": epochs, "seed": seed, "max_time": minutes and str(minutes)},
+            "preprocess": {"video": {"fps": args.fps, "size": args.size}},
+            "train": {
+                "max_epochs": args.epochs,
+                "patience": args.patience,
+                "augment": args.augment,
+                "modality_dropout": args.modality_dropout,
+                "seed": args.seed,
+                "max_time": args.max_minutes and str(args.max_minutes),
+            },
         }
     )
 
@@ -54,11 +63,17 @@ def wer_by_condition(test: pd.DataFrame, predicted: list[str]) -> dict[str, floa
 
 
 def run_setup(
-    name: str, train: pd.DataFrame, test: pd.DataFrame, args: argparse.Namespace, folder: Path
+    name: str,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    args: argparse.Namespace,
+    peer_utterances: list[str] | None,
 ) -> dict:
-    settings = config(SETUPS[name], args.epochs, args.fps, args.size, args.seed, args.max_minutes)
+    """Train one setup, score greedy (and beam for audio + video) per condition; with
+    `peer_utterances`, also on only those (the ones pocketsphinx decoded)."""
+    settings = config(SETUPS[name], args)
     started = time.perf_counter()
-    model = Model(config=settings).fit(train, out=folder / name, overwrite=True)
+    model = Model(config=settings).fit(train, out=args.out / name, overwrite=True)
     seconds = time.perf_counter() - started
     scored = test if "audio" in SETUPS[name] else test[test["condition"] == "clean"]
     started = time.perf_counter()
@@ -71,6 +86,10 @@ def run_setup(
         "predict_seconds": round(predict_seconds, 1),
         "wer": wer_by_condition(scored, greedy),
     }
+    if peer_utterances:
+        same = scored["utterance"].isin(peer_utterances).to_numpy()
+        kept = [text for text, keep in zip(greedy, same, strict=True) if keep]
+        result["wer_peer_utterances"] = wer_by_condition(scored[same], kept)
     if name == "audio+video" and args.beam > 1:
         model.set_decoding(beam=args.beam)
         started = time.perf_counter()
@@ -81,30 +100,46 @@ def run_setup(
     return result
 
 
+def cell(figures: dict, condition: str) -> str:
+    """A WER from {condition: WER}; a setup scored only clean (video) stands in every row."""
+    return f"{figures.get(condition, figures.get('clean', float('nan'))):.3f}"
+
+
 def table(results: dict, conditions: list[str], peer: dict | None, beam: int) -> str:
+    """All 300 test utterances for polymodal; with pocketsphinx, a second block on the
+    utterances it decoded, polymodal and pocketsphinx side by side."""
     columns = ["audio", "video", "audio+video"]
     header = ["condition", *(f"{c} WER" for c in columns), f"audio+video beam {beam}"]
-    if peer:
-        header += ["pocketsphinx default", "pocketsphinx digits grammar"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for condition in conditions:
+        cells = [condition] + [cell(results.get(c, {}).get("wer", {}), condition) for c in columns]
+        cells.append(cell(results.get("audio+video", {}).get(f"wer_beam{beam}", {}), condition))
+        lines.append("| " + " | ".join(cells) + " |")
+    if not peer:
+        return "\n".join(lines)
+    count = len(peer["utterances"])
+    header = ["condition", *(f"{c} WER" for c in columns), "pocketsphinx default",
+              "pocketsphinx digits grammar"]  # fmt: skip
+    lines += ["", f"The first {count} test utterances (those pocketsphinx decoded):", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for condition in conditions:
         cells = [condition]
-        for column in columns:
-            wer = results.get(column, {}).get("wer", {})
-            cells.append(f"{wer.get(condition, wer.get('clean', float('nan'))):.3f}")
-        cells.append(f"{results.get('audio+video', {}).get(f'wer_beam{beam}', {}).get(condition, float('nan')):.3f}")  # fmt: skip
-        if peer:
-            cells += [f"{peer[setup].get(condition, float('nan')):.3f}" for setup in peer]
+        cells += [cell(results.get(c, {}).get("wer_peer_utterances", {}), condition) for c in columns]  # fmt: skip
+        cells += [cell(peer["wer"][setup], condition) for setup in ("default", "grammar")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def pocketsphinx_figures(path: Path) -> dict | None:
-    """{setup: {condition: WER}} from pocketsphinx_peer.py's JSON, if it was run."""
+    """{"wer": {setup: {condition: WER}}, "utterances": [...]} from pocketsphinx_peer.py's
+    JSON, if it was run."""
     if not path.is_file():
         return None
     document = json.loads(path.read_text())
-    return {setup: document["wer"][setup] for setup in ("default", "grammar")}
+    return {
+        "wer": {setup: document["wer"][setup] for setup in ("default", "grammar")},
+        "utterances": document["utterances"],
+    }
 
 
 def main() -> None:
@@ -112,6 +147,11 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=DATA / "avdigits.csv")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--train-rows", type=int, default=None, help="default: all")
+    parser.add_argument("--patience", type=int, default=8, help="epochs without a better WER")
+    parser.add_argument("--augment", action="store_true", help="SpecAugment-style masks etc.")
+    parser.add_argument(
+        "--modality-dropout", type=float, default=0.0, help="chance an input is hidden per row"
+    )
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--beam", type=int, default=4)
@@ -132,11 +172,11 @@ def main() -> None:
     print(machine())
     print(f"{len(train)} training utterances, {test['utterance'].nunique()} test utterances "
           f"x {test['condition'].nunique()} conditions")  # fmt: skip
+    peer = pocketsphinx_figures(args.peer)
     results = {}
     for name in args.setups.split(","):
-        results[name] = run_setup(name, train, test, args, args.out)
+        results[name] = run_setup(name, train, test, args, peer and peer["utterances"])
     conditions = list(dict.fromkeys(test["condition"]))
-    peer = pocketsphinx_figures(args.peer)
     print(table(results, conditions, peer, args.beam))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(

@@ -4,7 +4,7 @@ image by cosine similarity of raw pixels at 32x32), on the scenes `build_caption
 Every test image holds at least one (colour, object) pair that no training image has.
 
     .venv/bin/python benchmarks/build_captions.py
-    .venv/bin/python -m benchmarks.captions [--epochs 30]
+    .venv/bin/python benchmarks/captions.py [--epochs 60] [--augment]
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from build_captions import pixels
+from common import ROOT, machine, require
 
-from benchmarks.build_captions import pixels
-from benchmarks.common import ROOT, machine, require
 from polymodal import Model
 from polymodal.config import Config
 from polymodal.tasks.text.metrics import text_metrics
@@ -38,7 +38,10 @@ def nearest_neighbour(csv: Path, train: pd.DataFrame, test: pd.DataFrame) -> lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--csv", type=Path, default=DATA / "captions.csv")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--patience", type=int, default=15, help="epochs without a better score")
+    parser.add_argument("--augment", action="store_true", help="small random image shifts")
+    parser.add_argument("--max-minutes", type=float, default=None, help="training time limit")
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "captions")
@@ -59,7 +62,13 @@ def main() -> None:
         {
             "targets": [{"column": "caption", "task": "text"}],
             "inputs": ["image"],
-            "train": {"max_epochs": args.epochs, "seed": args.seed},
+            "train": {
+                "max_epochs": args.epochs,
+                "patience": args.patience,
+                "seed": args.seed,
+                "augment": args.augment,
+                "max_time": args.max_minutes and str(args.max_minutes),
+            },
         }
     )
     started = time.perf_counter()

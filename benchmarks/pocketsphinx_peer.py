@@ -23,7 +23,12 @@ hypothesis is the spoken digit's word. Besides the two setups it reports `gramma
 grammar of exactly one digit word, fair only for isolated digits) and `default_homophones` (the
 default model with "to/too", "for", "won", "ate" also taken as digits), and writes
 `isolated.csv` and `isolated.json`.
-`--limit N` takes N evenly spread files or test rows, for a quick check.
+`--limit N` takes N evenly spread files or test rows, for a quick check; `--utterances N` the
+first N test utterances in all their conditions (`avdigits.py` then scores polymodal on the same
+ones beside its full figures). Decoding all 3,300 test
+rows takes about an hour on 2 free cores (the default model is slow on noisy audio); results are
+appended to `journal.jsonl` in `--out` as they come, and a rerun reuses them (delete the file to
+decode afresh).
 """
 
 from __future__ import annotations
@@ -110,19 +115,39 @@ def decode_file(path: str) -> dict[str, str]:
     return {setup: decode(decoder, pcm) for setup, decoder in DECODERS.items()}
 
 
-def decode_all(paths: list[str], setups: dict, workers: int) -> list[dict[str, str]]:
-    """Decode `paths` with every setup in `workers` processes, in order, printing progress."""
-    started, out = time.perf_counter(), []
+def decode_all(
+    paths: list[str], setups: dict, workers: int, journal: Path | None = None
+) -> list[dict[str, str]]:
+    """Decode `paths` with every setup in `workers` processes, in order, printing progress.
+
+    With a `journal` (JSON lines), each result is appended as soon as it is known and results
+    already there are reused, so an interrupted run picks up where it stopped."""
+    done: dict[str, dict[str, str]] = {}
+    if journal is not None and journal.exists():
+        for line in journal.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                if set(entry["hypotheses"]) == set(setups):
+                    done[entry["path"]] = entry["hypotheses"]
+    todo = [path for path in dict.fromkeys(paths) if path not in done]
+    if done:
+        print(f"  {len(paths) - len(todo)} files already decoded in {journal}", flush=True)
+    started, count = time.perf_counter(), 0
+    log = journal.open("a") if journal is not None else None
     context = multiprocessing.get_context("fork")
     with context.Pool(workers, initializer=start_worker, initargs=(setups,)) as pool:
-        for hypotheses in pool.imap(decode_file, paths, chunksize=4):
-            out.append(hypotheses)
-            if len(out) % 250 == 0:
-                print(
-                    f"  {len(out)}/{len(paths)} files, {time.perf_counter() - started:.0f} s",
-                    flush=True,
-                )
-    return out
+        for path, hypotheses in zip(todo, pool.imap(decode_file, todo, chunksize=4), strict=True):
+            done[path] = hypotheses
+            count += 1
+            if log is not None:
+                log.write(json.dumps({"path": path, "hypotheses": hypotheses}) + "\n")
+                log.flush()
+            if count % 250 == 0:
+                seconds = time.perf_counter() - started
+                print(f"  {count}/{len(todo)} files, {seconds:.0f} s", flush=True)
+    if log is not None:
+        log.close()
+    return [done[path] for path in paths]
 
 
 def spread(count: int, limit: int | None) -> np.ndarray:
@@ -170,15 +195,22 @@ def isolated(out: Path, limit: int | None, workers: int) -> dict:
     return result
 
 
-def corpus(csv: Path, out: Path, limit: int | None, workers: int) -> dict:
-    """WER per setup and condition on the CSV's test rows; writes hypotheses.csv and wer.json."""
+def corpus(
+    csv: Path, out: Path, limit: int | None, workers: int, utterances: int | None = None
+) -> dict:
+    """WER per setup and condition on the CSV's test rows (or the first `utterances` test
+    utterances, in every condition); writes hypotheses.csv and wer.json."""
     table = pd.read_csv(require(csv), dtype={"digits": str})
     test = table[table["split"] == "test"].reset_index(drop=True)
+    if utterances is not None:
+        kept = test["utterance"].drop_duplicates().iloc[:utterances]
+        test = test[test["utterance"].isin(kept)].reset_index(drop=True)
     test = test.iloc[spread(len(test), limit)].reset_index(drop=True)
     print(f"{len(test)} test rows, {test['utterance'].nunique()} utterances from {csv}")
     started = time.perf_counter()
     paths = [str(csv.parent / path) for path in test["audio"]]
-    decoded = decode_all(paths, SETUPS, workers)
+    out.mkdir(parents=True, exist_ok=True)
+    decoded = decode_all(paths, SETUPS, workers, out / "journal.jsonl")
     seconds = time.perf_counter() - started
     rows = []
     for setup in SETUPS:
@@ -197,7 +229,12 @@ def corpus(csv: Path, out: Path, limit: int | None, workers: int) -> dict:
                 }
             )
     hypotheses = pd.DataFrame(rows)
-    result = {"rows": len(test), "decode_seconds": round(seconds, 1), "wer": {}}
+    result = {
+        "rows": len(test),
+        "utterances": sorted(test["utterance"].unique()),
+        "decode_seconds": round(seconds, 1),
+        "wer": {},
+    }
     for setup, part in hypotheses.groupby("setup", sort=False):
         figures = {"all": wer(part["reference"], part["hypothesis"])}
         for condition, group in part.groupby("condition", sort=False):
@@ -235,12 +272,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=default / "pocketsphinx")
     parser.add_argument("--isolated", action="store_true", help="only the isolated-digit check")
     parser.add_argument("--limit", type=int, default=None, help="at most N files / test rows")
+    parser.add_argument(
+        "--utterances", type=int, default=None, help="only the first N test utterances"
+    )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     if args.isolated:
         isolated(args.out, args.limit, args.workers)
     else:
-        corpus(args.csv, args.out, args.limit, args.workers)
+        corpus(args.csv, args.out, args.limit, args.workers, args.utterances)
 
 
 if __name__ == "__main__":

@@ -317,3 +317,19 @@ def test_warnings_print_as_one_line():
         warnings.showwarning = lambda *args, **kw: show_warning(*args[:4], file=stream)
         warnings.warn("a column is\n  mostly   empty", UserWarning, stacklevel=1)
     assert stream.getvalue() == "warning: a column is mostly empty\n"
+
+
+@pytest.mark.parametrize(
+    ("best_epoch", "says_so"), [(2, True), (1, False)], ids=["best-is-last", "stopped-after-best"]
+)
+def test_the_summary_says_when_the_model_was_still_improving(best_epoch, says_so, monkeypatch):
+    from rich.console import Console
+
+    from polymodal import terminal
+
+    monkeypatch.setattr(terminal, "out", Console(file=io.StringIO(), width=300))
+    history = [{"epoch": epoch, "seconds": 1.0} for epoch in range(3)]
+    terminal.print_metrics({"history": history, "best_epoch": best_epoch, "train_seconds": 3})
+    text = terminal.out.file.getvalue()
+    assert f"trained 3 epochs in 3 s; best epoch {best_epoch}" in text
+    assert ("still improving" in text and "--epochs" in text) == says_so

@@ -69,8 +69,20 @@ def print_metrics(metrics: dict) -> None:
         if split in metrics:
             print_target_metrics(split, metrics[split])
     seconds = metrics.get("train_seconds", 0)
-    epochs = len(metrics.get("history", []))
-    out.print(f"trained {epochs} epochs in {seconds:.0f} s; best epoch {metrics.get('best_epoch')}")
+    history = metrics.get("history", [])
+    out.print(f"trained {len(history)} epochs in {seconds:.0f} s; best epoch {metrics.get('best_epoch')}")  # fmt: skip
+    if still_improving(metrics):
+        out.print(
+            "note: the best epoch was the last one, so the model was still improving; "
+            "more epochs (--epochs) or time (--max-time) may give a better one"
+        )
+
+
+def still_improving(metrics: dict) -> bool:
+    """Whether training ended on its best epoch (more than one epoch run), rather than after
+    validation had stopped improving."""
+    history = metrics.get("history", [])
+    return len(history) > 1 and history[-1].get("epoch") == metrics.get("best_epoch")
 
 
 def print_target_metrics(title: str, report: dict) -> None:

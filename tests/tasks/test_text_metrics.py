@@ -311,3 +311,12 @@ def test_cider_d_length_mismatch_raises():
 def test_text_metrics_empty_input_raises():
     with pytest.raises(ValueError):
         text_metrics([], [])
+
+
+def test_spacing_around_punctuation_is_not_an_error():
+    """Decoders join punctuation to the word before it; references may space it apart."""
+    assert (
+        normalise("Seven, a red one.") == normalise("seven , a red one .") == "seven , a red one ."
+    )
+    assert word_error_rate(["a seven , a red circle"], ["a seven, a red circle"]) == 0.0
+    assert word_error_rate(["a seven , a red circle"], ["a seven a red circle"]) == 1 / 6

@@ -1,5 +1,8 @@
 """Batching, augmentation, modality dropout, the time limit parser, precision and history."""
 
+import time
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,7 @@ from polymodal.modalities.image.augment import augment_images
 from polymodal.network import drop_modalities
 from polymodal.training.augment import augment_batch
 from polymodal.training.batches import TensorBatches
-from polymodal.training.fit import parse_max_time
+from polymodal.training.fit import History, parse_max_time
 
 
 def test_batches_cover_each_row_once_and_reshuffle():
@@ -137,3 +140,18 @@ def test_bf16_training_keeps_32_bit_weights_and_predictions(tmp_path, monkeypatc
     assert {p.dtype for p in Model.load(tmp_path / "m").net_.parameters()} == {torch.float32}
     outputs = model.raw_outputs(data)
     assert {values.dtype for values in outputs.values()} == {np.dtype(np.float32)}
+
+
+def test_an_epoch_is_timed_until_the_next_one_starts():
+    """Checkpoints and early stopping run after History's epoch-end hook: an epoch's seconds
+    still hold them, and an epoch cut off halfway (max_time) leaves the last row alone."""
+    history, trainer = History(), SimpleNamespace(current_epoch=0, callback_metrics={})
+    history.on_train_epoch_start(trainer, None)
+    history.on_train_epoch_end(trainer, None)
+    time.sleep(0.2)  # what callbacks after History do: saving a checkpoint
+    trainer.current_epoch = 1
+    history.on_train_epoch_start(trainer, None)
+    assert history.epochs[0]["seconds"] >= 0.2
+    time.sleep(0.1)  # epoch 1 stopped before its end
+    history.on_train_end(trainer, None)
+    assert len(history.epochs) == 1 and history.epochs[0]["seconds"] < 0.3

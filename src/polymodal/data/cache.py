@@ -4,6 +4,15 @@ Decoding images, audio and video is the slow part of reading a table. Keying by 
 bytes (not its path or time stamp) means a renamed or copied file is still a hit and an
 edited file is never a stale hit; keying by the settings means a changed sample rate or
 image size never reuses features made under the old one.
+
+Reading thousands of small entries back (open, hash, load each) costs more than a cheap
+network spends on the same rows, so a column of many files is also kept as one *block*:
+every file's features in one array, found by a fingerprint of the files' paths, sizes,
+modification and change times and inodes (a file rewritten in place with its old time stamp
+restored still changes its change time). A block is only written when every file is older than
+`RACY_SECONDS` (git's rule for racily clean files: a file written within the clock's
+granularity of the fingerprint could change without its time stamp changing), so an edited
+file never matches an old block; otherwise the per-file entries are used, as before.
 """
 
 from __future__ import annotations
@@ -11,9 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+RACY_SECONDS = 2.0  # files modified more recently than this get no block
+MIN_BLOCK_FILES = 512  # smaller columns read their entries one by one, fast enough
+BLOCKS_KEPT = 64  # per settings key (`predict` writes one per chunk); older ones are removed
+MAX_BLOCK_BYTES = 2**31  # a larger column keeps only its per-file entries
 
 
 def default_cache_dir() -> Path:
@@ -44,6 +60,7 @@ class FeatureCache:
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
+        self.block_hits = 0
 
     def _path(self, content: str, settings: str) -> Path:
         return self.root / settings / content[:2] / f"{content}.npy"
@@ -68,3 +85,83 @@ class FeatureCache:
         partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(partial, array, allow_pickle=False)
         os.replace(partial, path)  # atomic: a crash never leaves a half-written entry
+
+    # ------------------------------------------------------------------ column blocks
+    def fingerprint(self, paths: Sequence[str | Path], settings: str) -> str | None:
+        """The key of a block for these files as they are on disk now; None when there
+        should be no block (cache off, too few files, or a file modified too recently)."""
+        if not self.enabled or len(paths) < MIN_BLOCK_FILES:
+            return None
+        newest = time.time_ns() - int(RACY_SECONDS * 1e9)
+        digest = hashlib.sha256(settings.encode())
+        for path in paths:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                digest.update(f"{path}\0missing\n".encode())
+                continue
+            if stat.st_mtime_ns > newest:
+                return None
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+            digest.update(f"{stat.st_ctime_ns}\0{stat.st_ino}\n".encode())
+        return digest.hexdigest()[:32]
+
+    def _block_path(self, settings: str, fingerprint: str) -> Path:
+        return self.root / settings / "blocks" / f"{fingerprint}.npz"
+
+    def get_block(self, settings: str, fingerprint: str) -> list[np.ndarray | str] | None:
+        """Each file's array, or the reason it could not be decoded, in the order stored."""
+        try:
+            with np.load(self._block_path(settings, fingerprint), allow_pickle=False) as block:
+                data, offsets, shapes = block["data"], block["offsets"], block["shapes"]
+                ndims, errors = block["ndims"], block["errors"]
+        except (OSError, ValueError, KeyError):
+            return None
+        out: list[np.ndarray | str] = []
+        for index, error in enumerate(errors.tolist()):
+            if ndims[index] < 0:
+                out.append(error)
+            else:
+                shape = tuple(shapes[index, : ndims[index]])
+                out.append(data[offsets[index] : offsets[index + 1]].reshape(shape))
+        self.block_hits += 1
+        return out
+
+    def put_block(self, settings: str, fingerprint: str, items: Sequence[np.ndarray | str]) -> None:
+        """Store one column's results as a block (skipped when the arrays' types differ or
+        they would take more than `MAX_BLOCK_BYTES`)."""
+        arrays = [item for item in items if not isinstance(item, str)]
+        if len({a.dtype for a in arrays}) > 1 or sum(a.nbytes for a in arrays) > MAX_BLOCK_BYTES:
+            return
+        dtype = arrays[0].dtype if arrays else np.dtype(np.float32)
+        ndims = np.array([-1 if isinstance(i, str) else i.ndim for i in items], dtype=np.int64)
+        shapes = np.zeros((len(items), max(1, int(ndims.max(initial=0)))), dtype=np.int64)
+        sizes = np.zeros(len(items), dtype=np.int64)
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                shapes[index, : item.ndim] = item.shape
+                sizes[index] = item.size
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        data = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, dtype)
+        errors = np.array([i if isinstance(i, str) else "" for i in items], dtype=str)
+        path = self._block_path(settings, fingerprint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        with partial.open("wb") as handle:
+            np.savez(handle, data=data, offsets=offsets, shapes=shapes, ndims=ndims, errors=errors)
+        os.replace(partial, path)
+        self._prune_blocks(path.parent)
+
+    def _prune_blocks(self, folder: Path) -> None:
+        """Keep the `BLOCKS_KEPT` most recently written blocks of one settings key: blocks
+        duplicate the per-file entries, and every new subset of rows would add one."""
+
+        def written(block: Path) -> int:
+            try:
+                return block.stat().st_mtime_ns
+            except OSError:  # removed meanwhile by another process
+                return 0
+
+        blocks = sorted(folder.glob("*.npz"), key=written, reverse=True)
+        for stale in blocks[BLOCKS_KEPT:]:
+            stale.unlink(missing_ok=True)

@@ -31,22 +31,38 @@ class TrainResult:
 
 
 class History(Callback):
-    """Records each epoch's metrics and duration (for learning curves and the report)."""
+    """Records each epoch's metrics and duration (for learning curves and the report).
+
+    An epoch's seconds run from its start to the next epoch's start (the last one's to the
+    end of training), so they hold everything the user waits for: validation, checkpoints and
+    early stopping, which Lightning runs after this callback's epoch-end hook."""
 
     def __init__(self) -> None:
         self.epochs: list[dict] = []
-        self._started = 0.0
+        self._open: tuple[int, float] | None = None  # (epoch, its start) until it is closed
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._started = time.perf_counter()
+        self._close_epoch()
+        self._open = (trainer.current_epoch, time.perf_counter())
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         """Runs after the epoch's validation, so val_score is this epoch's."""
-        row = {"epoch": trainer.current_epoch, "seconds": time.perf_counter() - self._started}
+        started = self._open[1] if self._open else time.perf_counter()
+        row = {"epoch": trainer.current_epoch, "seconds": time.perf_counter() - started}
         for key in ("train_loss", "val_loss", "val_score"):
             if key in trainer.callback_metrics:
                 row[key] = float(trainer.callback_metrics[key])
         self.epochs.append(row)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._close_epoch()
+
+    def _close_epoch(self) -> None:
+        """The open epoch's seconds up to now, if it finished (one stopped by `max_time`
+        halfway has no row)."""
+        if self._open and self.epochs and self.epochs[-1]["epoch"] == self._open[0]:
+            self.epochs[-1]["seconds"] = time.perf_counter() - self._open[1]
+        self._open = None
 
 
 def parse_max_time(value: str | None) -> str | None:

@@ -18,7 +18,7 @@ from scipy.signal import resample_poly
 from polymodal.config import AudioSettings
 from polymodal.data.cache import FeatureCache
 from polymodal.data.column import FeatureColumn, is_missing
-from polymodal.data.files import decode_file_column, resolve_path
+from polymodal.data.files import decode_file_column, normalised_float16, resolve_path
 from polymodal.data.pretrained import PretrainedState
 from polymodal.data.problems import DecodeError, ProblemLog
 from polymodal.modalities.audio.pretrained import (
@@ -185,17 +185,15 @@ def encode_audio(
         cache=cache,
         row_ids=row_ids,
     )
-    n_mels = state.settings.n_mels
-    cropped = [
-        None if a is None else (a[:, : state.frames] - state.mean) / state.std for a in arrays
-    ]
-    lengths = np.array([0 if a is None else a.shape[1] for a in cropped], dtype=np.int64)
-    values = np.zeros((len(cropped), n_mels, state.frames), dtype=np.float16)
-    for index, array in enumerate(cropped):
+    raw = np.zeros((len(arrays), state.settings.n_mels, state.frames), dtype=np.float16)
+    lengths = np.zeros(len(arrays), dtype=np.int64)
+    for index, array in enumerate(arrays):
         if array is not None:
-            values[index, :, : array.shape[1]] = array
-    present = lengths > 0
-    return FeatureColumn(values, present, lengths)
+            lengths[index] = steps = min(array.shape[1], state.frames)
+            raw[index, :, :steps] = array[:, :steps]
+    real = np.arange(state.frames)[None, None, :] < lengths[:, None, None]  # padding stays 0
+    values = normalised_float16(raw, state.mean, state.std, real)
+    return FeatureColumn(values, lengths > 0, lengths)
 
 
 def fit_pretrained_audio(

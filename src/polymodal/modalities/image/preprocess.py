@@ -14,7 +14,12 @@ from pydantic import BaseModel
 from polymodal.config import ImageSettings
 from polymodal.data.cache import FeatureCache
 from polymodal.data.column import FeatureColumn, is_missing
-from polymodal.data.files import decode_file_column, resolve_path, stack_padded
+from polymodal.data.files import (
+    decode_file_column,
+    normalised_float16,
+    resolve_path,
+    stack_padded,
+)
 from polymodal.data.pretrained import PretrainedState
 from polymodal.data.problems import DecodeError, ProblemLog
 from polymodal.modalities.image.pretrained import image_normalisation
@@ -131,10 +136,9 @@ def encode_images(
         cache=cache,
         row_ids=row_ids,
     )
-    shape = (state.channels, state.size, state.size)
-    values = stack_padded(arrays, shape, np.float16)
-    mean = np.asarray(state.mean, np.float16)[:, None, None]
-    std = np.asarray(state.std, np.float16)[:, None, None]
     present = np.array([array is not None for array in arrays])
-    values = np.where(present[:, None, None, None], (values - mean) / std, 0).astype(np.float16)
+    raw = stack_padded(arrays, (state.channels, state.size, state.size), np.float16)
+    mean = np.asarray(state.mean, np.float32)[:, None, None]
+    std = np.asarray(state.std, np.float32)[:, None, None]
+    values = normalised_float16(raw, mean, std, present[:, None, None, None])
     return FeatureColumn(values, present)

@@ -47,14 +47,17 @@ METRIC_DIRECTIONS: dict[str, bool] = {
 }
 
 _WHITESPACE = re.compile(r"\s+")
+_PUNCTUATION = re.compile(r"([,.;:!?])")
 #: Punctuation removed before CIDEr-D tokenisation.
 _CIDER_PUNCTUATION = str.maketrans("", "", ".,!?;:")
 _CIDER_MAX_N = 4
 
 
 def normalise(text: str) -> str:
-    """Lowercase, strip and collapse every run of whitespace to a single space."""
-    return _WHITESPACE.sub(" ", text.lower()).strip()
+    """Lowercase, punctuation (, . ; : ! ?) as words of its own, every run of whitespace one
+    space. "seven, a" and "seven , a" are the same text: a decoder joins punctuation to the
+    word before it whatever spacing the references used, and neither spacing is an error."""
+    return _WHITESPACE.sub(" ", _PUNCTUATION.sub(r" \1 ", text.lower())).strip()
 
 
 def _check_lengths(references: Sequence[object], hypotheses: Sequence[str]) -> None:

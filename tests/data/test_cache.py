@@ -1,0 +1,113 @@
+"""Column blocks of the feature cache: one read for a whole column of files, never stale."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from polymodal.config import ImageSettings
+from polymodal.data import cache as cache_module
+from polymodal.data.cache import FeatureCache
+from polymodal.data.problems import ProblemLog
+from polymodal.modalities.image.preprocess import encode_images, fit_image
+from tests.media import write_png
+
+HOUR_AGO = time.time() - 3600
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks for columns of 3 files or more (the real threshold is in the hundreds)."""
+    monkeypatch.setattr(cache_module, "MIN_BLOCK_FILES", 3)
+
+
+def age(*paths, seconds_ago: float = 3600) -> None:
+    """Set files' modification times in the past, as for data written long before a run."""
+    stamp = time.time() - seconds_ago
+    for path in paths:
+        os.utime(path, (stamp, stamp))
+
+
+def images(tmp_path, count=4):
+    names = [f"{index}.png" for index in range(count)]
+    for index, name in enumerate(names):
+        write_png(tmp_path / name, seed=index)
+    age(*(tmp_path / name for name in names))
+    return names, fit_image(names, "i", tmp_path, ImageSettings(), "i")
+
+
+def test_a_column_is_read_back_from_one_block(tmp_path, small_blocks):
+    names, state = images(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    first = encode_images(state, names, tmp_path, ProblemLog(), cache)
+    assert (cache.misses, cache.block_hits) == (4, 0)
+    second = encode_images(state, names + names[:1], tmp_path, ProblemLog(), cache)
+    assert cache.block_hits == 1 and cache.hits == 0, "no file entry was opened"
+    np.testing.assert_array_equal(second.values[:4], first.values)
+    np.testing.assert_array_equal(second.values[4], first.values[0])
+
+
+def test_an_edited_file_never_matches_an_old_block(tmp_path, small_blocks):
+    names, state = images(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    before = encode_images(state, names, tmp_path, ProblemLog(), cache)
+    write_png(tmp_path / names[1], shape="square", seed=9)
+    age(tmp_path / names[1], seconds_ago=1800)  # an old time stamp, but not the same one
+    after = encode_images(state, names, tmp_path, ProblemLog(), cache)
+    assert cache.block_hits == 0
+    assert not np.array_equal(after.values[1], before.values[1])
+    np.testing.assert_array_equal(after.values[0], before.values[0])
+
+
+def test_recently_written_files_get_no_block(tmp_path, small_blocks):
+    """A file written within the clock's granularity could change again unseen (git's racy
+    files): such a column is read file by file every time."""
+    names, state = images(tmp_path)
+    write_png(tmp_path / names[0], seed=5)  # just now
+    cache = FeatureCache(tmp_path / "cache")
+    encode_images(state, names, tmp_path, ProblemLog(), cache)
+    encode_images(state, names, tmp_path, ProblemLog(), cache)
+    assert (cache.misses, cache.hits, cache.block_hits) == (4, 4, 0)
+    assert not list((tmp_path / "cache").glob("*/blocks/*.npz"))
+
+
+def test_a_bad_file_is_reported_again_from_the_block(tmp_path, small_blocks):
+    names, state = images(tmp_path)
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    age(tmp_path / "bad.png")
+    cache = FeatureCache(tmp_path / "cache")
+    for expected_block_hits in (0, 1):
+        log = ProblemLog()
+        features = encode_images(state, [*names, "bad.png"], tmp_path, log, cache)
+        assert cache.block_hits == expected_block_hits
+        assert [(p.row, p.column) for p in log.problems] == [(4, "i")]
+        assert features.present.tolist() == [True] * 4 + [False]
+
+
+def test_a_file_that_appears_later_is_read(tmp_path, small_blocks):
+    names, state = images(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    log = ProblemLog()
+    encode_images(state, [*names, "late.png"], tmp_path, log, cache)
+    assert len(log.problems) == 1
+    write_png(tmp_path / "late.png", seed=7)
+    age(tmp_path / "late.png")
+    log = ProblemLog()
+    features = encode_images(state, [*names, "late.png"], tmp_path, log, cache)
+    assert not log.problems and features.present.all()
+
+
+def test_only_the_newest_blocks_are_kept(tmp_path, small_blocks, monkeypatch):
+    monkeypatch.setattr(cache_module, "BLOCKS_KEPT", 2)
+    names, state = images(tmp_path, count=6)
+    cache = FeatureCache(tmp_path / "cache")
+    for start in range(3):  # three different subsets of rows: three blocks written
+        encode_images(state, names[start : start + 3], tmp_path, ProblemLog(), cache)
+    assert len(list((tmp_path / "cache").glob("*/blocks/*.npz"))) == 2
+
+
+def test_a_disabled_cache_writes_no_block(tmp_path, small_blocks):
+    names, state = images(tmp_path)
+    encode_images(state, names, tmp_path, ProblemLog(), FeatureCache(tmp_path / "c", False))
+    assert not (tmp_path / "c").exists()
