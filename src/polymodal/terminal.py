@@ -69,8 +69,8 @@ def print_metrics(metrics: dict) -> None:
         if split in metrics:
             print_target_metrics(split, metrics[split])
     seconds = metrics.get("train_seconds", 0)
-    history = metrics.get("history", [])
-    out.print(f"trained {len(history)} epochs in {seconds:.0f} s; best epoch {metrics.get('best_epoch')}")  # fmt: skip
+    epochs, best = len(metrics.get("history", [])), metrics.get("best_epoch")
+    out.print(f"trained {epochs} epochs in {seconds:.0f} s; best epoch {best}")
     if still_improving(metrics):
         out.print(
             "note: the best epoch was the last one, so the model was still improving; "
