@@ -12,7 +12,8 @@ The approximate index is IVF_HNSW_SQ (a graph over 8-bit scalar-quantised vector
 candidates are re-ranked on the full vectors (`ANN_REFINE`). Measured on 20k-50k vectors of
 dim 128-256 on one thread (`benchmarks/vector_index.py`), it found the exact top-10 of
 clustered vectors (recall@10 0.99-1.0) in 3-6 ms, and with `ANN_EF` 400 reached 0.91 on
-isotropic Gaussian noise, the worst case (0.53 at ef 100). IVF_PQ and IVF_RQ stayed below 0.7
+isotropic Gaussian noise, the worst case (0.53 at ef 100; at 200k Gaussian vectors only 0.37,
+while 200k clustered ones stayed at 1.0: BENCHMARKS.md). IVF_PQ and IVF_RQ stayed below 0.7
 recall on the clustered vectors even re-ranking 10 × k candidates; IVF_SQ was exact at that
 size only because it probed every partition, and its cost per probe grows with the table.
 
