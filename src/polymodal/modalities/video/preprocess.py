@@ -12,7 +12,7 @@ config declares a derived audio input: `columns: {clip_sound: {kind: audio, sour
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -60,22 +60,35 @@ def decode_video(
 
     Frames are taken evenly over the clip; a clip shorter than `frames` repeats frames.
     """
+
+    def every_frame(container: av.container.InputContainer) -> list[Image.Image]:
+        return [
+            frame.to_image().convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            for frame in container.decode(video=0)
+        ]
+
+    images = read_frames(data, every_frame)
+    picks = np.linspace(0, len(images) - 1, frames).round().astype(int)
+    return normalise([images[i] for i in picks], mean, std)
+
+
+def read_frames(
+    data: bytes, pick: Callable[[av.container.InputContainer], list[Image.Image]]
+) -> list[Image.Image]:
+    """The frames `pick` takes from the video in `data`; any failure of FFmpeg's, a file
+    without a video stream or one with no frame is a DecodeError naming why."""
     try:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.video:
                 raise DecodeError("no video stream in file")
-            images = [
-                frame.to_image().convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-                for frame in container.decode(video=0)
-            ]
+            images = pick(container)
     except DecodeError:
         raise
     except (av.FFmpegError, ValueError, IndexError, OSError) as error:
         raise DecodeError(f"not a readable video ({type(error).__name__})") from None
     if not images:
         raise DecodeError("video has no frames")
-    picks = np.linspace(0, len(images) - 1, frames).round().astype(int)
-    return normalise([images[i] for i in picks], mean, std)
+    return images
 
 
 def normalise(
@@ -102,20 +115,13 @@ def decode_video_at_fps(
     first frame's presentation time; a clip keeps the sample times before its end (its last
     frame's time plus that frame's duration), at most `frames` of them.
     """
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            if not container.streams.video:
-                raise DecodeError("no video stream in file")
-            stream = container.streams.video[0]
-            rate = float(stream.average_rate or stream.guessed_rate or 0) or None
-            picks = sample_at_fps(timed_frames(container, rate), rate, fps, frames, size)
-    except DecodeError:
-        raise
-    except (av.FFmpegError, ValueError, IndexError, OSError) as error:
-        raise DecodeError(f"not a readable video ({type(error).__name__})") from None
-    if not picks:
-        raise DecodeError("video has no frames")
-    return normalise(picks, mean, std)
+
+    def at_fps(container: av.container.InputContainer) -> list[Image.Image]:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
+        return sample_at_fps(timed_frames(container, rate), rate, fps, frames, size)
+
+    return normalise(read_frames(data, at_fps), mean, std)
 
 
 def timed_frames(
