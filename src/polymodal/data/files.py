@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from polymodal.data.cache import FeatureCache, content_key, settings_key
 from polymodal.data.column import is_missing
@@ -15,7 +14,6 @@ from polymodal.data.problems import DecodeError, ProblemLog
 from polymodal.progress import progress_bar
 
 Decoder = Callable[[Path, bytes], np.ndarray]
-CHUNK_ROWS = 4096  # rows normalised at once in float32, bounding the extra memory
 
 
 def resolve_path(cell: object, base_dir: Path) -> Path:
@@ -114,22 +112,3 @@ def stack_padded(
         if array is not None:
             block[index] = array
     return block
-
-
-def normalised_float16(
-    raw: np.ndarray, mean: np.ndarray | float, std: np.ndarray | float, real: np.ndarray
-) -> np.ndarray:
-    """(raw - mean) / std where `real` (broadcast against `raw`) and 0 elsewhere, as float16.
-
-    Computed with torch in float32 blocks of rows: numpy converts to and from float16 element
-    by element, about 15× slower than torch, which made normalising a column read back from
-    the cache cost more than the network's pass over it."""
-    out = np.empty(raw.shape, dtype=np.float16)
-    shift = torch.as_tensor(np.asarray(mean, dtype=np.float32))
-    scale = 1.0 / torch.as_tensor(np.asarray(std, dtype=np.float32))
-    for start in range(0, len(raw), CHUNK_ROWS):
-        rows = slice(start, start + CHUNK_ROWS)
-        block = torch.from_numpy(raw[rows]).float().sub_(shift).mul_(scale)
-        block.mul_(torch.from_numpy(np.ascontiguousarray(real[rows])))
-        out[rows] = block.half().numpy()
-    return out

@@ -17,8 +17,8 @@ from scipy.signal import resample_poly
 
 from polymodal.config import AudioSettings
 from polymodal.data.cache import FeatureCache
-from polymodal.data.column import FeatureColumn, is_missing
-from polymodal.data.files import decode_file_column, normalised_float16, resolve_path
+from polymodal.data.column import FeatureColumn, is_missing, normalised_float16
+from polymodal.data.files import decode_file_column, resolve_path
 from polymodal.data.pretrained import PretrainedState
 from polymodal.data.problems import DecodeError, ProblemLog
 from polymodal.modalities.audio.pretrained import (

@@ -13,13 +13,8 @@ from pydantic import BaseModel
 
 from polymodal.config import ImageSettings
 from polymodal.data.cache import FeatureCache
-from polymodal.data.column import FeatureColumn, is_missing
-from polymodal.data.files import (
-    decode_file_column,
-    normalised_float16,
-    resolve_path,
-    stack_padded,
-)
+from polymodal.data.column import FeatureColumn, is_missing, normalised_float16
+from polymodal.data.files import decode_file_column, resolve_path, stack_padded
 from polymodal.data.pretrained import PretrainedState
 from polymodal.data.problems import DecodeError, ProblemLog
 from polymodal.modalities.image.pretrained import image_normalisation
