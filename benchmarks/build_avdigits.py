@@ -54,7 +54,6 @@ Everything is drawn from `--seed`: the same seed gives the same rows and the sam
 from __future__ import annotations
 
 import argparse
-import gzip
 import math
 import multiprocessing
 import time
@@ -65,7 +64,7 @@ import av
 import numpy as np
 import pandas as pd
 import soundfile
-from common import DATASETS, ROOT, require
+from common import DATASETS, ROOT, read_mnist, require
 from PIL import Image
 from scipy.signal import resample_poly
 
@@ -78,17 +77,6 @@ CONDITIONS = ("clean",) + tuple(f"{kind}_{snr}dB" for kind in ("white", "babble"
 TRAIN_IMAGES = range(0, 8000)
 TEST_IMAGES = range(8000, 10000)
 PEAK = 0.9
-
-
-def read_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST's test set from its IDX gzip files: images (10000, 28, 28) uint8 and labels."""
-    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as handle:
-        data = handle.read()
-    count, rows, cols = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
-    images = np.frombuffer(data, np.uint8, offset=16).reshape(count, rows, cols)
-    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz") as handle:
-        labels = np.frombuffer(handle.read(), np.uint8, offset=8)
-    return images, labels
 
 
 def fsdd_index(folder: Path) -> dict[tuple[str, str, int], list[str]]:

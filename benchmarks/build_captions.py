@@ -49,8 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from build_avdigits import read_mnist
-from common import DATASETS, ROOT, require
+from common import DATASETS, ROOT, read_mnist, require
 from PIL import Image, ImageDraw
 
 SIZE = 64

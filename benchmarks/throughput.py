@@ -31,6 +31,7 @@ from polymodal.data.table import read_table  # noqa: E402
 from polymodal.network import MultimodalNet  # noqa: E402
 from polymodal.tasks import encode_targets  # noqa: E402
 from polymodal.training.batches import TensorBatches, to_tensors  # noqa: E402
+from polymodal.training.budget import LearningRateShape  # noqa: E402
 from polymodal.training.fit import train_network, trainer_precision  # noqa: E402
 from polymodal.training.module import PolymodalModule  # noqa: E402
 
@@ -51,7 +52,7 @@ def load_data(rows: int):
 def hand_written_epochs(net, batches, valid, settings, epochs: int) -> float:
     """The loop a person would write: zero_grad, forward, loss, backward, clip, step; in bf16
     autocast where polymodal trains in bf16, so both sides do the same arithmetic."""
-    module = PolymodalModule(net, settings, len(batches))  # only for its loss function
+    module = PolymodalModule(net, settings, LearningRateShape(1))  # only for its loss function
     optimizer = torch.optim.AdamW(
         net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, foreach=True
     )

@@ -320,16 +320,18 @@ def test_warnings_print_as_one_line():
 
 
 @pytest.mark.parametrize(
-    ("best_epoch", "says_so"), [(2, True), (1, False)], ids=["best-is-last", "stopped-after-best"]
+    ("stop_reason", "says_so"),
+    [("epochs", True), ("time", True), ("plateau", False)],
 )
-def test_the_summary_says_when_the_model_was_still_improving(best_epoch, says_so, monkeypatch):
+def test_the_summary_says_when_the_model_was_still_improving(stop_reason, says_so, monkeypatch):
     from rich.console import Console
 
     from polymodal import terminal
 
     monkeypatch.setattr(terminal, "out", Console(file=io.StringIO(), width=300))
     history = [{"epoch": epoch, "seconds": 1.0} for epoch in range(3)]
-    terminal.print_metrics({"history": history, "best_epoch": best_epoch, "train_seconds": 3})
+    metrics = {"history": history, "best_epoch": 2, "train_seconds": 3, "stop_reason": stop_reason}
+    terminal.print_metrics(metrics)
     text = terminal.out.file.getvalue()
-    assert f"trained 3 epochs in 3 s; best epoch {best_epoch}" in text
+    assert "trained 3 epochs in 3 s; best epoch 2" in text
     assert ("still improving" in text and "--epochs" in text) == says_so

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Strict(BaseModel):
@@ -142,12 +142,21 @@ class ModelSettings(Strict):
 
 
 class TrainSettings(Strict):
-    max_epochs: int = 15
+    """How long and how to train. The budget follows the data (training/budget.py): the
+    learning rate holds after a warm-up while validation improves, then decays for a short
+    cool-down, and training stops when that ends."""
+
+    max_epochs: int = Field(60, description="a cap: training usually ends earlier")
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
-    patience: int = 8
-    warmup_fraction: float = 0.05
+    patience: int = Field(
+        4, description="epochs without a better validation score before the cool-down starts"
+    )
+    cooldown_fraction: float = Field(
+        0.25, gt=0, description="the cool-down's length, as a share of the epochs before it"
+    )
+    warmup_epochs: float = Field(1.0, ge=0, description="at most a tenth of max_epochs")
     max_time: str | None = Field(None, description="wall-clock limit, DD:HH:MM:SS or minutes")
     seed: int = 0
     valid_fraction: float = 0.1
@@ -161,6 +170,15 @@ class TrainSettings(Strict):
         "bf16, else 32-bit",
     )
     strict: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, values: Any) -> Any:
+        """Models saved before the budget followed the data carry `warmup_fraction` (of a
+        cosine over `max_epochs`): it no longer applies, and they must still load."""
+        if isinstance(values, dict) and "warmup_fraction" in values:
+            values = {key: value for key, value in values.items() if key != "warmup_fraction"}
+        return values
 
 
 class Config(Strict):

@@ -174,6 +174,7 @@ class Model:
         metrics = {
             "history": result.history,
             "best_epoch": result.best_epoch,
+            "stop_reason": result.stop_reason,
             "train_seconds": result.seconds,
             "embedding_seconds": self.embedding_seconds_,
             "rows": {"train": int(len(rows["train"])), "valid": int(len(rows["valid"]))},

@@ -72,17 +72,17 @@ def print_metrics(metrics: dict) -> None:
     epochs, best = len(metrics.get("history", [])), metrics.get("best_epoch")
     out.print(f"trained {epochs} epochs in {seconds:.0f} s; best epoch {best}")
     if still_improving(metrics):
+        limit = "epoch cap" if metrics.get("stop_reason") == "epochs" else "time limit"
         out.print(
-            "note: the best epoch was the last one, so the model was still improving; "
-            "more epochs (--epochs) or time (--max-time) may give a better one"
+            f"note: the {limit} ended training while validation was still improving; "
+            "more epochs (--epochs) or time (--max-time) may give a better model"
         )
 
 
 def still_improving(metrics: dict) -> bool:
-    """Whether training ended on its best epoch (more than one epoch run), rather than after
-    validation had stopped improving."""
-    history = metrics.get("history", [])
-    return len(history) > 1 and history[-1].get("epoch") == metrics.get("best_epoch")
+    """Whether the epoch cap or time limit, rather than a plateau of the validation score,
+    started the final cool-down (training/budget.py)."""
+    return len(metrics.get("history", [])) > 1 and metrics.get("stop_reason") in ("epochs", "time")
 
 
 def print_target_metrics(title: str, report: dict) -> None:

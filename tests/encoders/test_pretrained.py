@@ -24,6 +24,7 @@ from polymodal.encoders.pretrained import summarise
 from polymodal.model import Model
 from polymodal.presets import configure_encoders
 from polymodal.training import embeddings
+from polymodal.training.budget import LearningRateShape
 from polymodal.training.module import PolymodalModule
 from tests import pretrained_models
 from tests.media import shapes_and_tones, write_mp4
@@ -323,7 +324,7 @@ def test_fine_tuned_backbone_learns_at_a_lower_rate_and_frozen_weights_are_left_
         assert keys.isdisjoint(names["picture"]), "the frozen image backbone is left out"
         assert names["comment"] <= keys, "the fine-tuned text backbone is saved"
         assert any(key.startswith("net.heads.") for key in keys)
-    module = PolymodalModule(model.net_, model.config.train, steps_per_epoch=1)
+    module = PolymodalModule(model.net_, model.config.train, LearningRateShape(1))
     optimizer = module.configure_optimizers()["optimizer"]
     lr = model.config.train.lr
     rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}

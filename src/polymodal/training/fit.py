@@ -9,13 +9,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from polymodal.config import TrainSettings
 from polymodal.network import MultimodalNet
 from polymodal.progress import progress_enabled
 from polymodal.terminal import quiet_lightning
+from polymodal.training.budget import Budget, LearningRateShape
 from polymodal.training.module import PolymodalModule
 
 CHECKPOINTS = ".checkpoints"  # inside the output folder; removed once the model is saved
@@ -28,6 +29,7 @@ class TrainResult:
     best_epoch: int = 0
     best_score: float = float("nan")
     seconds: float = 0.0
+    stop_reason: str = "epochs"  # plateau | epochs | time: what started the final decay
 
 
 class History(Callback):
@@ -73,6 +75,21 @@ def parse_max_time(value: str | None) -> str | None:
     return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def max_time_seconds(value: str | None) -> float | None:
+    """Seconds of a `max_time` setting (minutes or DD:HH:MM:SS)."""
+    parsed = parse_max_time(value)
+    if parsed is None:
+        return None
+    days, hours, minutes, seconds = (int(part) for part in parsed.split(":"))
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def warmup_steps(settings: TrainSettings, steps_per_epoch: int) -> int:
+    """`warmup_epochs` of steps, but never more than a tenth of the epoch cap."""
+    cap = 0.1 * settings.max_epochs * steps_per_epoch
+    return max(1, round(min(settings.warmup_epochs * steps_per_epoch, cap)))
+
+
 def cpu_computes_bf16() -> bool:
     """Whether this CPU has bf16 arithmetic in hardware (AMX or AVX512-BF16): there bf16 mixed
     precision trains about 15% faster; elsewhere it would be emulated, and slower."""
@@ -101,7 +118,16 @@ def train_network(
     L.seed_everything(settings.seed, workers=True, verbose=False)
     checkpoints = workdir / CHECKPOINTS
     last = workdir / LAST_CHECKPOINT
-    module = PolymodalModule(net, settings, steps_per_epoch=len(train))
+    shape = LearningRateShape(warmup_steps(settings, len(train)))
+    module = PolymodalModule(net, settings, shape)
+    budget = Budget(
+        shape,
+        steps_per_epoch=len(train),
+        patience=settings.patience,
+        cooldown_fraction=settings.cooldown_fraction,
+        max_epochs=settings.max_epochs,
+        max_seconds=max_time_seconds(settings.max_time),
+    )
     best = ModelCheckpoint(
         dirpath=checkpoints, filename="best", monitor="val_score", mode="max", save_last=True
     )
@@ -112,11 +138,7 @@ def train_network(
         max_time=parse_max_time(settings.max_time),
         accelerator="auto",
         devices=1,
-        callbacks=[
-            EarlyStopping(monitor="val_score", mode="max", patience=settings.patience),
-            best,
-            history,
-        ],
+        callbacks=[budget, best, history],
         logger=False,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
@@ -126,7 +148,11 @@ def train_network(
     )
     started = time.perf_counter()
     trainer.fit(module, train, valid, ckpt_path=str(last) if resume and last.is_file() else None)
-    result = TrainResult(history=history.epochs, seconds=time.perf_counter() - started)
+    result = TrainResult(
+        history=history.epochs,
+        seconds=time.perf_counter() - started,
+        stop_reason=budget.stop_reason or "epochs",
+    )
     if best.best_model_path:
         load_weights_from_checkpoint(net, Path(best.best_model_path))
         result.best_score = float(best.best_model_score)

@@ -10,14 +10,17 @@ import torch
 from polymodal.config import TrainSettings
 from polymodal.network import MultimodalNet, drop_modalities
 from polymodal.training.augment import augment_batch
+from polymodal.training.budget import LearningRateShape
 
 
 class PolymodalModule(L.LightningModule):
-    def __init__(self, net: MultimodalNet, settings: TrainSettings, steps_per_epoch: int) -> None:
+    def __init__(
+        self, net: MultimodalNet, settings: TrainSettings, lr_shape: LearningRateShape
+    ) -> None:
         super().__init__()
         self.net = net
         self.settings = settings
-        self.steps_per_epoch = steps_per_epoch
+        self.lr_shape = lr_shape  # the Budget callback starts its decay
         self._valid_outputs: list[dict] = []
         self._train_loss_sum: torch.Tensor | float = 0.0  # this epoch's, logged at its end
         self._train_steps = 0
@@ -96,7 +99,8 @@ class PolymodalModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         """AdamW without decay on norms, biases and embeddings; pretrained backbones at their
-        own (lower) learning rate; frozen weights left out."""
+        own (lower) learning rate; frozen weights left out. The learning rate follows
+        `lr_shape`, stepped per batch."""
         scales = self.net.learning_rate_scales()
         groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
         for name, parameter in self.net.named_parameters():
@@ -116,16 +120,7 @@ class PolymodalModule(L.LightningModule):
             lr=self.settings.lr,
             foreach=True,  # one kernel per step for all weights; torch picks it only on CUDA
         )
-        total = max(1, self.steps_per_epoch * self.settings.max_epochs)
-        warmup = max(1, int(total * self.settings.warmup_fraction))
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_shape)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -1,0 +1,145 @@
+"""The budget that follows the data: warm-up, hold while validation improves, decay, stop."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from polymodal.training import budget as budget_module
+from polymodal.training.budget import FLOOR, Budget, LearningRateShape
+from polymodal.training.fit import max_time_seconds, warmup_steps
+
+
+def test_shape_warms_up_holds_then_decays_to_the_floor():
+    shape = LearningRateShape(warmup_steps=4)
+    assert [shape(step) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert shape(1000) == 1.0, "no decay until the budget asks for one"
+    shape.decay(start=1000, steps=100)
+    assert shape(1000) == pytest.approx(1.0)
+    assert shape(1050) == pytest.approx(FLOOR + (1 - FLOOR) / 2)
+    assert shape(1100) == pytest.approx(FLOOR) and shape(5000) == pytest.approx(FLOOR)
+    assert not shape.decay_ended(1099) and shape.decay_ended(1100)
+
+
+def test_the_decay_survives_a_checkpoint():
+    """LambdaLR saves a callable object's state: --resume continues the same decay."""
+    weight = torch.nn.Parameter(torch.zeros(1))
+    shape = LearningRateShape(warmup_steps=2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([weight], lr=1.0), shape)
+    shape.decay(start=40, steps=10)
+    saved = scheduler.state_dict()
+    fresh = LearningRateShape(warmup_steps=2)
+    again = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([weight], lr=1.0), fresh)
+    again.load_state_dict(saved)
+    assert fresh.decaying and fresh(45) == pytest.approx(shape(45)) and fresh(45) < 1.0
+
+
+def run_epochs(
+    budget: Budget,
+    scores: list[float],
+    steps_per_epoch: int = 10,
+    during=lambda: None,
+    losses: list[float] | None = None,
+) -> list[int]:
+    """Feed validation scores (and losses: 1.0 each by default) epoch by epoch as Lightning
+    would (`during` runs inside each epoch); the epochs that ran."""
+    ran = []
+    losses = losses or [1.0] * len(scores)
+    for epoch, (score, loss) in enumerate(zip(scores, losses, strict=True)):
+        trainer = SimpleNamespace(
+            callback_metrics={"val_score": torch.tensor(score), "val_loss": torch.tensor(loss)},
+            global_step=(epoch + 1) * steps_per_epoch,
+            current_epoch=epoch,
+            should_stop=False,
+        )
+        budget.on_train_epoch_start(trainer, None)
+        during()
+        budget.on_train_epoch_end(trainer, None)
+        ran.append(epoch)
+        if trainer.should_stop:
+            break
+    return ran
+
+
+def test_a_plateau_starts_a_short_decay_then_training_stops():
+    shape = LearningRateShape(warmup_steps=10)
+    budget = Budget(shape, steps_per_epoch=10, patience=3, cooldown_fraction=0.25, max_epochs=100)
+    scores = [0.5, 0.6, 0.7, 0.8, 0.8, 0.79, 0.8] + [0.85] * 50
+    ran = run_epochs(budget, scores)
+    # best at epoch 3; three epochs without a better score (4, 5, 6): decay over
+    # ceil(0.25 × 7) = 2 epochs from the end of epoch 6, so epochs 7 and 8 run and 8 is the last
+    assert budget.stop_reason == "plateau" and shape.decay_start == 70 and shape.decay_steps == 20
+    assert ran[-1] == 8
+
+
+def test_a_falling_validation_loss_is_not_a_plateau():
+    """A WER stuck at the word prior while the loss falls: the model is learning (a speech
+    recogniser does this for ten epochs before it reads the audio); once neither improves for
+    `patience` epochs, that is a plateau."""
+    shape = LearningRateShape(warmup_steps=10)
+    budget = Budget(shape, steps_per_epoch=10, patience=3, cooldown_fraction=0.25, max_epochs=100)
+    scores = [-0.9] * 12 + [-0.5] * 40
+    losses = [2.6 - 0.01 * epoch for epoch in range(12)] + [2.0] * 40
+    ran = run_epochs(budget, scores, losses=losses)
+    # both last improved at epoch 12; epochs 13-15 without: decay from 16 for ceil(4) epochs
+    assert budget.stop_reason == "plateau" and shape.decay_start == 160 and ran[-1] == 19
+
+
+def test_the_epoch_cap_leaves_room_for_the_decay():
+    """A model still improving when the cap nears: the decay is fitted in before the cap."""
+    shape = LearningRateShape(warmup_steps=10)
+    budget = Budget(shape, steps_per_epoch=10, patience=3, cooldown_fraction=0.25, max_epochs=20)
+    ran = run_epochs(budget, [0.01 * epoch for epoch in range(20)])
+    # after 15 epochs run, 5 left > ceil(0.25 × 15) = 4; after 16, 4 left <= 4: the last 4 decay
+    assert budget.stop_reason == "epochs" and shape.decay_start == 160 and shape.decay_steps == 40
+    assert ran[-1] == 19
+
+
+def test_the_time_limit_leaves_room_for_the_decay(monkeypatch):
+    """Epochs of 10 s under a 200 s limit: the decay starts while it still fits."""
+    now = [0.0]
+    monkeypatch.setattr(budget_module.time, "perf_counter", lambda: now[0])
+    shape = LearningRateShape(warmup_steps=10)
+    budget = Budget(
+        shape, steps_per_epoch=10, patience=50, cooldown_fraction=0.25, max_epochs=1000,
+        max_seconds=200.0,
+    )  # fmt: skip
+    budget.on_train_start(None, None)
+
+    def ten_seconds() -> None:
+        now[0] += 10.0
+
+    ran = run_epochs(budget, [0.01 * epoch for epoch in range(100)], during=ten_seconds)
+    # after 16 epochs (160 s) 4 fit, and ceil(0.25 × 16) = 4 are wanted: the last 4 decay
+    assert budget.stop_reason == "time" and shape.decay_start == 160 and ran[-1] == 19
+
+
+def test_warmup_is_an_epoch_but_never_more_than_a_tenth_of_the_cap():
+    settings = SimpleNamespace(warmup_epochs=1.0, max_epochs=60)
+    assert warmup_steps(settings, steps_per_epoch=100) == 100
+    assert warmup_steps(SimpleNamespace(warmup_epochs=1.0, max_epochs=2), 100) == 20
+    assert max_time_seconds("1.5") == 90.0 and max_time_seconds("01:00:00:10") == 86410.0
+    assert max_time_seconds(None) is None
+
+
+def test_training_ends_on_a_plateau_long_before_the_cap(tmp_path):
+    """End to end: a tiny model that stops improving stops well before a cap of 200 epochs,
+    says a plateau ended it, and the learning rate ends near the floor."""
+    from polymodal import Model
+    from tests.media import shapes_and_tones, tiny_config
+
+    data = shapes_and_tones(tmp_path / "data", rows=48)
+    config = tiny_config(max_epochs=200, patience=2, batch_size=16)
+    model = Model(target="label", inputs=["picture", "sound"], config=config).fit(data)
+    history = model.metrics_["history"]
+    assert model.metrics_["stop_reason"] == "plateau"
+    assert 4 <= len(history) < 60, len(history)
+
+
+def test_models_saved_with_the_retired_cosine_setting_still_load():
+    from polymodal.config import TrainSettings
+
+    settings = TrainSettings.model_validate({"max_epochs": 15, "warmup_fraction": 0.05})
+    assert settings.max_epochs == 15 and settings.warmup_epochs == 1.0
+    with pytest.raises(ValueError, match="warmup_fractoin"):
+        TrainSettings.model_validate({"warmup_fractoin": 0.05})  # a typo is still an error
