@@ -7,7 +7,7 @@ import torch
 
 from polymodal.training import budget as budget_module
 from polymodal.training.budget import FLOOR, Budget, LearningRateShape
-from polymodal.training.fit import max_time_seconds, warmup_steps
+from polymodal.training.fit import warmup_steps
 
 
 def test_shape_warms_up_holds_then_decays_to_the_floor():
@@ -40,6 +40,7 @@ def run_epochs(
     steps_per_epoch: int = 10,
     during=lambda: None,
     losses: list[float] | None = None,
+    callbacks: tuple = (),
 ) -> list[int]:
     """Feed validation scores (and losses: 1.0 each by default) epoch by epoch as Lightning
     would (`during` runs inside each epoch); the epochs that ran."""
@@ -51,6 +52,7 @@ def run_epochs(
             global_step=(epoch + 1) * steps_per_epoch,
             current_epoch=epoch,
             should_stop=False,
+            callbacks=list(callbacks),
         )
         budget.on_train_epoch_start(trainer, None)
         during()
@@ -96,20 +98,27 @@ def test_the_epoch_cap_leaves_room_for_the_decay():
 
 
 def test_the_time_limit_leaves_room_for_the_decay(monkeypatch):
-    """Epochs of 10 s under a 200 s limit: the decay starts while it still fits."""
+    """Epochs of 10 s under a 200 s limit on Lightning's timer: the decay starts while it
+    still fits."""
+    from lightning.pytorch.callbacks import Timer
+
     now = [0.0]
     monkeypatch.setattr(budget_module.time, "perf_counter", lambda: now[0])
+
+    class ClockTimer(Timer):
+        def time_remaining(self, stage: str = "train") -> float:
+            return 200.0 - now[0]
+
     shape = LearningRateShape(warmup_steps=10)
-    budget = Budget(
-        shape, steps_per_epoch=10, patience=50, cooldown_fraction=0.25, max_epochs=1000,
-        max_seconds=200.0,
-    )  # fmt: skip
-    budget.on_train_start(None, None)
+    budget = Budget(shape, steps_per_epoch=10, patience=50, cooldown_fraction=0.25, max_epochs=1000)
 
     def ten_seconds() -> None:
         now[0] += 10.0
 
-    ran = run_epochs(budget, [0.01 * epoch for epoch in range(100)], during=ten_seconds)
+    scores = [0.01 * epoch for epoch in range(100)]
+    ran = run_epochs(
+        budget, scores, during=ten_seconds, callbacks=(ClockTimer(duration="00:00:00:01"),)
+    )
     # after 16 epochs (160 s) 4 fit, and ceil(0.25 × 16) = 4 are wanted: the last 4 decay
     assert budget.stop_reason == "time" and shape.decay_start == 160 and ran[-1] == 19
 
@@ -118,8 +127,6 @@ def test_warmup_is_an_epoch_but_never_more_than_a_tenth_of_the_cap():
     settings = SimpleNamespace(warmup_epochs=1.0, max_epochs=60)
     assert warmup_steps(settings, steps_per_epoch=100) == 100
     assert warmup_steps(SimpleNamespace(warmup_epochs=1.0, max_epochs=2), 100) == 20
-    assert max_time_seconds("1.5") == 90.0 and max_time_seconds("01:00:00:10") == 86410.0
-    assert max_time_seconds(None) is None
 
 
 def test_training_ends_on_a_plateau_long_before_the_cap(tmp_path):

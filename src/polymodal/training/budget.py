@@ -24,7 +24,7 @@ import time
 from typing import Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Timer
 
 FLOOR = 0.02  # the learning rate at the end of the decay, as a share of the peak
 LOSS_MIN_DELTA = 1e-3  # a validation loss this much lower (relative) counts as an improvement
@@ -76,24 +76,18 @@ class Budget(Callback):
         patience: int,
         cooldown_fraction: float,
         max_epochs: int,
-        max_seconds: float | None = None,
     ) -> None:
         self.shape = shape
         self.steps_per_epoch = steps_per_epoch
         self.patience = patience
         self.cooldown_fraction = cooldown_fraction
         self.max_epochs = max_epochs
-        self.max_seconds = max_seconds
         self.best = -math.inf
         self.best_loss = math.inf
         self.epochs_since_best = 0
         self.stop_reason: StopReason | None = None
-        self._started = time.perf_counter()
         self._epoch_seconds: list[float] = []
-        self._epoch_started = self._started
-
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._started = time.perf_counter()
+        self._epoch_started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
@@ -109,7 +103,7 @@ class Budget(Callback):
                 trainer.should_stop = True
             return
         epochs_run = trainer.current_epoch + 1
-        decision = self.decay_decision(epochs_run)
+        decision = self.decay_decision(epochs_run, self._epochs_in_time_left(trainer))
         if decision is not None:
             self.stop_reason, epochs = decision
             self.shape.decay(step, epochs * self.steps_per_epoch)
@@ -130,27 +124,29 @@ class Budget(Callback):
             return self.best_loss
         return self.best_loss - LOSS_MIN_DELTA * abs(self.best_loss)
 
-    def decay_decision(self, epochs_run: int) -> tuple[StopReason, int] | None:
+    def decay_decision(
+        self, epochs_run: int, epochs_in_time: int | None
+    ) -> tuple[StopReason, int] | None:
         """Why and for how many epochs to decay now, or None to hold the learning rate."""
         wanted = decay_epochs(epochs_run, self.cooldown_fraction)
         epochs_left = self.max_epochs - epochs_run
         if epochs_left <= wanted:
             return "epochs", max(1, epochs_left)
-        epochs_in_time = self._epochs_in_time_left()
         if epochs_in_time is not None and epochs_in_time <= wanted:
             return "time", max(1, epochs_in_time)
         if self.epochs_since_best >= self.patience:
             return "plateau", wanted
         return None
 
-    def _epochs_in_time_left(self) -> int | None:
-        """Whole epochs that fit in the time limit, at the pace of the last few."""
-        if self.max_seconds is None or not self._epoch_seconds:
+    def _epochs_in_time_left(self, trainer: L.Trainer) -> int | None:
+        """Whole epochs that fit in the time left on Lightning's `max_time` timer (which
+        carries the time already spent across `--resume`), at the pace of the last few."""
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        left = timer.time_remaining() if timer is not None else None
+        if left is None or not self._epoch_seconds:
             return None
         recent = self._epoch_seconds[-3:]
-        pace = sum(recent) / len(recent)
-        left = self.max_seconds - (time.perf_counter() - self._started)
-        return max(0, int(left // pace))
+        return max(0, int(left // (sum(recent) / len(recent))))
 
     def state_dict(self) -> dict:
         return {

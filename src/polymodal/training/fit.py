@@ -75,15 +75,6 @@ def parse_max_time(value: str | None) -> str | None:
     return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def max_time_seconds(value: str | None) -> float | None:
-    """Seconds of a `max_time` setting (minutes or DD:HH:MM:SS)."""
-    parsed = parse_max_time(value)
-    if parsed is None:
-        return None
-    days, hours, minutes, seconds = (int(part) for part in parsed.split(":"))
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
-
-
 def warmup_steps(settings: TrainSettings, steps_per_epoch: int) -> int:
     """`warmup_epochs` of steps, but never more than a tenth of the epoch cap."""
     cap = 0.1 * settings.max_epochs * steps_per_epoch
@@ -126,7 +117,6 @@ def train_network(
         patience=settings.patience,
         cooldown_fraction=settings.cooldown_fraction,
         max_epochs=settings.max_epochs,
-        max_seconds=max_time_seconds(settings.max_time),
     )
     best = ModelCheckpoint(
         dirpath=checkpoints, filename="best", monitor="val_score", mode="max", save_last=True
