@@ -3,7 +3,11 @@
 Same network (built from the same fitted schema), same batches, same optimiser settings, one
 process. Augmentation and modality dropout are off on both sides so the work is identical.
 
-    .venv/bin/python benchmarks/throughput.py [--rows 3000] [--epochs 3]
+    .venv/bin/python benchmarks/throughput.py [--rows 3000] [--epochs 3] [--rounds 3]
+
+This machine's speed drifts from minute to minute (a shared VM), so the two sides alternate:
+each round trains polymodal (Lightning) and then the hand loop, and the ratio is taken within
+the round; the median over rounds is the figure. Predictions alternate call by call.
 
 Uses ../shared/datasets/avmnist when present, else generated shapes-and-tones data.
 """
@@ -89,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="training rounds; median ratio")
     parser.add_argument("--predict-repeats", type=int, default=7, help="median of this many")
     args = parser.parse_args()
     os.environ.setdefault("POLYMODAL_PROGRESS", "0")
@@ -110,21 +115,23 @@ def main() -> None:
     settings = config.train
     size = settings.batch_size
 
-    torch.manual_seed(0)
-    net = MultimodalNet(schema, config.model)
     batches = TensorBatches(features, targets, train_rows, size, shuffle=True)
     valid = TensorBatches(features, targets, valid_rows, 256)
-    with tempfile.TemporaryDirectory() as workdir:
-        result = train_network(net, batches, valid, settings, Path(workdir))
-    # Epoch 0 pays one-time costs on both sides; compare the later epochs.
-    polymodal_seconds = sum(row["seconds"] for row in result.history[1:])
-    polymodal_rate = len(train_rows) * (len(result.history) - 1) / polymodal_seconds
+    timed_rows = len(train_rows) * (args.epochs - 1)  # epoch 0 pays one-time costs: not timed
+    polymodal_rates, hand_rates = [], []
+    for _ in range(args.rounds):
+        torch.manual_seed(0)
+        net = MultimodalNet(schema, config.model)
+        with tempfile.TemporaryDirectory() as workdir:
+            result = train_network(net, batches, valid, settings, Path(workdir))
+        polymodal_rates.append(timed_rows / sum(row["seconds"] for row in result.history[1:]))
 
-    torch.manual_seed(0)
-    hand_net = MultimodalNet(schema, config.model)
-    hand_written_epochs(hand_net, batches, valid, settings, 1)  # the same warm-up epoch
-    hand_seconds = hand_written_epochs(hand_net, batches, valid, settings, args.epochs - 1)
-    hand_rate = len(train_rows) * (args.epochs - 1) / hand_seconds
+        torch.manual_seed(0)
+        hand_net = MultimodalNet(schema, config.model)
+        hand_written_epochs(hand_net, batches, valid, settings, 1)  # the same warm-up epoch
+        hand_seconds = hand_written_epochs(hand_net, batches, valid, settings, args.epochs - 1)
+        hand_rates.append(timed_rows / hand_seconds)
+    ratios = [ours / hand for ours, hand in zip(polymodal_rates, hand_rates, strict=True)]
 
     from polymodal.model import Model
 
@@ -132,21 +139,24 @@ def main() -> None:
     model.schema_, model.net_ = schema, hand_net  # the same weights on both sides
     predict_rows_per_second(hand_net, features, 256)  # warm-up, as for Model.predict below
     model.predict(table.subset(np.arange(256)))
-    hand_rates, poly_rates = [], []
+    hand_predicts, poly_predicts = [], []
     for _ in range(args.predict_repeats):  # interleaved, so a slow moment hits both sides
-        hand_rates.append(predict_rows_per_second(hand_net, features, len(table)))
+        hand_predicts.append(predict_rows_per_second(hand_net, features, len(table)))
         started = time.perf_counter()
         model.predict(table)  # from the table: cached features, batching, output frame
-        poly_rates.append(len(table) / (time.perf_counter() - started))
-    hand_predict, poly_predict = float(np.median(hand_rates)), float(np.median(poly_rates))
+        poly_predicts.append(len(table) / (time.perf_counter() - started))
+    hand_predict, poly_predict = float(np.median(hand_predicts)), float(np.median(poly_predicts))
 
     print(machine())
     precision = trainer_precision(settings.precision)
     print(f"data: {name}, {len(train_rows)} training rows, inputs {inputs}, batch {size}")
     print(f"precision: {precision} on both sides")
-    print(f"training samples/s   polymodal (Lightning) {polymodal_rate:8.1f}")
-    print(f"training samples/s   hand-written loop     {hand_rate:8.1f}")
-    print(f"training ratio       polymodal / hand      {polymodal_rate / hand_rate:8.3f}")
+    for index, (ours, hand) in enumerate(zip(polymodal_rates, hand_rates, strict=True)):
+        print(
+            f"training round {index + 1}     samples/s polymodal (Lightning) {ours:8.1f}, "
+            f"hand-written loop {hand:8.1f}: ratio {ours / hand:.3f}"
+        )
+    print(f"training ratio       polymodal / hand      {float(np.median(ratios)):8.3f}  (median)")
     print(
         f"predict rows/s       Model.predict(table)  {poly_predict:8.1f}  (features cached; median of {args.predict_repeats})"
     )

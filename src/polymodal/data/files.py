@@ -1,9 +1,16 @@
-"""The loop shared by columns of file paths: resolve, read, cache, decode, report."""
+"""The loop shared by columns of file paths: resolve, read, cache, decode, report.
+
+A column of many files is decoded by worker processes (`POLYMODAL_WORKERS`, default: every
+core this process may use), forked so that a modality's decoder, often a closure over its
+settings, reaches them without pickling.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,13 +79,66 @@ def decode_distinct(
         block = cache.get_block(key, fingerprint)
         if block is not None and len(block) == len(paths):
             return dict(zip(paths, block, strict=True))
-    results = {
-        path: _decode_one(Path(path), decode, key, cache)
-        for path in progress_bar(paths, len(paths), f"decode {column}")
-    }
+    decoded = progress_bar(decode_each(paths, decode, key, cache), len(paths), f"decode {column}")
+    results = dict(zip(paths, decoded, strict=True))
     if fingerprint is not None:
         cache.put_block(key, fingerprint, list(results.values()))
     return results
+
+
+MIN_PARALLEL_FILES = 256  # fewer files decode faster than worker processes start
+CHUNK_FILES = 64  # files per task sent to a worker: few round trips, a smooth progress bar
+
+
+def decode_workers() -> int:
+    """$POLYMODAL_WORKERS, else the number of cores this process may run on."""
+    if os.environ.get("POLYMODAL_WORKERS"):
+        return max(1, int(os.environ["POLYMODAL_WORKERS"]))
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def decode_each(
+    paths: list[str], decode: Decoder, key: str, cache: FeatureCache
+) -> Iterator[np.ndarray | str]:
+    """`_decode_one` over `paths`, in order: in this process for a few files or where fork is
+    unsafe (not Linux), else spread over `decode_workers()` forked processes."""
+    workers = min(decode_workers(), -(-len(paths) // CHUNK_FILES))
+    if workers < 2 or len(paths) < MIN_PARALLEL_FILES or not sys.platform.startswith("linux"):
+        for path in paths:
+            yield _decode_one(Path(path), decode, key, cache)
+        return
+    global _WORK
+    _WORK = (decode, key, cache)  # inherited by the forked workers
+    chunks = [paths[start : start + CHUNK_FILES] for start in range(0, len(paths), CHUNK_FILES)]
+    try:
+        with multiprocessing.get_context("fork").Pool(workers, _start_worker) as pool:
+            for results, hits, misses in pool.imap(_decode_chunk, chunks):
+                cache.hits += hits
+                cache.misses += misses
+                yield from results
+    finally:
+        _WORK = None
+
+
+_WORK: tuple[Decoder, str, FeatureCache] | None = None
+
+
+def _start_worker() -> None:
+    """One torch thread per worker: the workers already fill the cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _decode_chunk(paths: list[str]) -> tuple[list[np.ndarray | str], int, int]:
+    """In a worker: each file's result, and the cache hits and misses they made."""
+    assert _WORK is not None
+    decode, key, cache = _WORK
+    hits, misses = cache.hits, cache.misses
+    results = [_decode_one(Path(path), decode, key, cache) for path in paths]
+    return results, cache.hits - hits, cache.misses - misses
 
 
 def _decode_one(path: Path, decode: Decoder, key: str, cache: FeatureCache) -> np.ndarray | str:

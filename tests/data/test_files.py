@@ -1,0 +1,76 @@
+"""The file-column loop: many files are decoded by forked workers, with the same results, the
+same problems and the same cache entries as one process."""
+
+import os
+
+import numpy as np
+
+from polymodal.data.cache import FeatureCache
+from polymodal.data.files import MIN_PARALLEL_FILES, decode_file_column
+from polymodal.data.problems import DecodeError, ProblemLog
+
+
+def write_files(folder, count):
+    """`count` small files, of which one is empty, one unreadable by the decoder; and a path
+    to a file that does not exist."""
+    folder.mkdir()
+    names = []
+    for index in range(count):
+        name = f"{index}.bin"
+        (folder / name).write_bytes(b"" if index == 7 else f"payload {index}".encode())
+        names.append(name)
+    names.append("missing.bin")
+    return names
+
+
+def decode_pid_and_size(path, data):
+    """A decoder that says which process ran it; file 11 is 'corrupt'."""
+    if path.name == "11.bin":
+        raise DecodeError("not a valid file")
+    return np.array([os.getpid(), len(data)], dtype=np.int64)
+
+
+def decode(names, folder, cache):
+    log = ProblemLog()
+    arrays = decode_file_column(
+        names,
+        column="f",
+        base_dir=folder,
+        decode=decode_pid_and_size,
+        settings={"kind": "test"},
+        log=log,
+        cache=cache,
+    )
+    return arrays, [(p.row, p.reason) for p in log.problems]
+
+
+def test_workers_decode_like_one_process(tmp_path, monkeypatch):
+    names = write_files(tmp_path / "files", MIN_PARALLEL_FILES + 44)
+    monkeypatch.setenv("POLYMODAL_WORKERS", "1")
+    alone, alone_problems = decode(names, tmp_path / "files", FeatureCache(enabled=False))
+    monkeypatch.setenv("POLYMODAL_WORKERS", "2")
+    cache = FeatureCache(tmp_path / "cache")
+    spread, spread_problems = decode(names, tmp_path / "files", cache)
+
+    assert spread_problems == alone_problems
+    assert {row for row, _ in spread_problems} == {7, 11, len(names) - 1}
+    for one, other in zip(alone, spread, strict=True):
+        assert (one is None) == (other is None)
+        if one is not None:
+            assert one[1] == other[1], "same bytes decoded, in the same order"
+    pids = {int(array[0]) for array in spread if array is not None}
+    assert len(pids) == 2 and os.getpid() not in pids, "two worker processes did the decoding"
+    decodable = len(names) - 3
+    assert (cache.hits, cache.misses) == (0, decodable + 1), "workers' cache counts come back"
+
+
+def test_workers_fill_the_cache_for_the_next_run(tmp_path, monkeypatch):
+    names = write_files(tmp_path / "files", MIN_PARALLEL_FILES)
+    monkeypatch.setenv("POLYMODAL_WORKERS", "2")
+    decode(names, tmp_path / "files", FeatureCache(tmp_path / "cache"))
+    monkeypatch.setenv("POLYMODAL_WORKERS", "1")
+    again = FeatureCache(tmp_path / "cache")
+    arrays, _ = decode(names[:100], tmp_path / "files", again)  # below the block size
+    assert again.misses == 1, "only the corrupt file is decoded again"
+    assert again.hits == 100 - 2, "all but the empty and the corrupt file"
+    assert all(int(a[0]) != os.getpid() for a in arrays if a is not None), "read from the cache"
