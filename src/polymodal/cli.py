@@ -1,4 +1,5 @@
-"""The `polymodal` command line: train, predict, evaluate, inspect, demo, list."""
+"""The `polymodal` command line: train, predict, evaluate, inspect, demo, list, embed, index,
+search, explain, report, serve."""
 
 from __future__ import annotations
 
@@ -433,6 +434,127 @@ def add_stress_tests(
         for target, found in group_metrics(model, data, column).items():
             report[target].setdefault("groups", {})[column] = found
             out.print(groups_table(target, found))
+
+
+# --- search commands (embed, index, search) ---
+Column = Annotated[str, typer.Option(help="the input column whose vectors are made")]
+
+
+@app.command()
+@friendly_errors
+def embed(
+    model_dir: Annotated[Path, typer.Argument(help="model folder")],
+    data: Annotated[Path, typer.Argument(help="table to embed: CSV, Parquet or JSONL")],
+    column: Column,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write")] = Path(
+        "vectors.parquet"
+    ),
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
+) -> None:
+    """Write each row's vector of one input (the fused representation with only that input
+    present) to Parquet: row, the table's columns, vector."""
+    from polymodal.model import Model
+    from polymodal.search.embeddings import embed_rows, write_vectors
+
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    embedded = embed_rows(Model.load(model_dir), data, column)
+    write_vectors(embedded, output)
+    print_problems([vars(p) for p in embedded.problems.problems])
+    out.print(f"{len(embedded.vectors)} vectors written to [bold]{output}[/]{skipped(embedded)}")
+
+
+@app.command()
+@friendly_errors
+def index(
+    model_dir: Annotated[Path, typer.Argument(help="model folder")],
+    data: Annotated[Path, typer.Argument(help="table to index: CSV, Parquet or JSONL")],
+    column: Column,
+    db: Annotated[Path, typer.Option(help="folder of the vector index")],
+    metric: Annotated[
+        str | None, typer.Option(help="cosine (the default for a new index), dot or l2")
+    ] = None,
+    append: Annotated[bool, typer.Option(help="add the rows to the index already in --db")] = False,
+) -> None:
+    """Store each row's vector of one input in a vector index, with the row's columns as
+    metadata, for `polymodal search`."""
+    from polymodal.model import Model
+    from polymodal.search.embeddings import build_index, index_source
+
+    model = Model.load(model_dir)
+    source = index_source(model, model_dir, column)
+    embedded = build_index(model, source, data, db, metric, append)
+    print_problems([vars(p) for p in embedded.problems.problems])
+    added = f"{len(embedded.vectors)} vectors of {column!r} added to [bold]{db}[/]"
+    out.print(added + skipped(embedded))
+
+
+def skipped(embedded: Any) -> str:
+    count = embedded.skipped
+    return f" ({count} rows without a value of the column skipped)" if count else ""
+
+
+@app.command()
+@friendly_errors
+def search(
+    db: Annotated[Path, typer.Argument(help="folder of a vector index made by `index`")],
+    text: Annotated[str | None, typer.Option(help="query text")] = None,
+    image: Annotated[Path | None, typer.Option(help="query image file")] = None,
+    audio: Annotated[Path | None, typer.Option(help="query audio file")] = None,
+    video: Annotated[Path | None, typer.Option(help="query video file")] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="rows to return")] = 10,
+    where: Annotated[
+        str | None, typer.Option(help="SQL filter on the metadata, e.g. \"split = 'test'\"")
+    ] = None,
+    query_column: Annotated[
+        str | None, typer.Option(help="the model input the query fills, when several could")
+    ] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="one JSON line per hit")] = False,
+) -> None:
+    """The rows of an index nearest to a query: a text or a file, embedded by the model that
+    made the index."""
+    from polymodal.data.problems import BadInputError
+    from polymodal.search.embeddings import hit_records, search_index
+
+    given = {"text": text, "image": image, "audio": audio, "video": video}
+    queries = [(kind, str(value)) for kind, value in given.items() if value is not None]
+    if len(queries) != 1:
+        raise BadInputError("give exactly one query: --text, --image, --audio or --video")
+    result = search_index(db, *queries[0], k=k, where=where, query_column=query_column)
+    if result.query_column != result.source.column:
+        console.print(
+            f"[yellow]note:[/] the index holds vectors of {result.source.column!r}; the query "
+            f"went through {result.query_column!r}, and only a `match` task (not built yet) "
+            "trains inputs to agree across modalities"
+        )
+    records = hit_records(result.hits)
+    if json_lines:
+        for record in records:
+            typer.echo(json.dumps(record, default=str))
+        return
+    out.print(hits_view(records, f"{len(records)} nearest rows in {db}"))
+
+
+def hits_view(records: list[dict], title: str) -> RichTable:
+    """Search hits as a table: rank, score and id kept whole; long metadata folds in its cell
+    rather than being cut off."""
+    view = RichTable(title=title)
+    for header in records[0] if records else ("rank", "score", "id"):
+        whole = header in ("rank", "score", "id")
+        justify = "right" if whole else "left"
+        view.add_column(header, justify=justify, no_wrap=whole, overflow="fold")
+    for record in records:
+        view.add_row(*(format_cell(value) for value in record.values()))
+    return view
+
+
+def format_cell(value: Any) -> str:
+    """A metadata value as shown: 4 decimals for reals, brackets kept literal (not markup)."""
+    from rich.markup import escape
+
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else escape(str(value))
 
 
 # --- serving commands (serve) go here ---

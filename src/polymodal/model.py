@@ -1,4 +1,5 @@
-"""`polymodal.Model`: one estimator with fit / predict / predict_proba / evaluate / save / load.
+"""`polymodal.Model`: one estimator with fit / predict / predict_proba / evaluate / embed / save /
+load.
 
 `fit` reads as the recipe: prepare (split → schema → features, on disk) → network → train →
 metrics → save. Learned state ends with `_`, as in scikit-learn.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from polymodal.data.cache import FeatureCache
 from polymodal.data.features import FittedSchema, encode_inputs
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.table import Table, read_table
+from polymodal.fusion import pooled
 from polymodal.network import MultimodalNet
 from polymodal.tasks import Task, encode_targets
 from polymodal.training.batches import TensorBatches, to_tensors
@@ -210,17 +213,23 @@ class Model:
 
     def forward(self, features: dict, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The network's raw outputs per target (logits, or standardised values), batched."""
+        chunks = self._in_batches(features, rows, self.net_)
+        return {
+            name: torch.cat([chunk[name].float() for chunk in chunks]).numpy()
+            for name in self.net_.target_names
+        }
+
+    def _in_batches(self, features: dict, rows: np.ndarray | None, step: Callable) -> list:
+        """`step(inputs)` on each batch of `rows` (None: every row), in eval mode."""
         self._check_fitted()
         total = len(next(iter(features.values()))["present"])
         rows = np.arange(total) if rows is None else rows
-        batches = TensorBatches(features, None, rows, PREDICT_BATCH)
         self.net_.eval()
-        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.net_.target_names}
         with torch.inference_mode():
-            for batch in batches:
-                for name, output in self.net_(batch["inputs"]).items():
-                    chunks[name].append(output.float())
-        return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
+            return [
+                step(batch["inputs"])
+                for batch in TensorBatches(features, None, rows, PREDICT_BATCH)
+            ]
 
     def raw_outputs(self, data: DataLike) -> dict[str, np.ndarray]:
         """The network's raw outputs per target for every row of `data`."""
@@ -269,6 +278,33 @@ class Model:
             name: self.task(name).evaluate(*truths[name], decoded[name])
             for name in self.net_.target_names
         }
+
+    # --------------------------------------------------------------- embeddings
+    def embed(
+        self, data: DataLike, column: str | None = None, log: ProblemLog | None = None
+    ) -> np.ndarray:
+        """The fused vector the heads read, for every row: float32 [rows, dim].
+
+        With `column`, every other input is masked exactly as a missing one is (and its cells
+        are not read), so the vector says what that column alone says: a query of one modality
+        then compares with stored rows of that column. Rows where `column` itself is missing
+        or cannot be decoded get a NaN vector; an undecodable cell or file is also logged in
+        `log`, as `encode` logs it. The table need not hold the other inputs' columns.
+        """
+        self._check_fitted()
+        table = read_table(data)
+        if column is not None:
+            table = without_other_inputs(table, self.schema_, column)
+        features = self.encode(table, log)
+        if column is not None:
+            features = only_input(features, column)
+        chunks = self._in_batches(features, None, lambda inputs: pooled(self.net_.fuse(inputs)))
+        if not chunks:
+            return np.zeros((0, self.config.model.dim), dtype=np.float32)
+        vectors = torch.cat(chunks).float().numpy()
+        if column is not None:
+            vectors[~features[column]["present"].numpy()] = np.nan
+        return vectors
 
     # ------------------------------------------------------------------ storage
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -326,6 +362,25 @@ class Model:
 
 def is_prepared_folder(data: object) -> bool:
     return isinstance(data, str | Path) and Path(data).is_dir() and is_prepared(data)
+
+
+def without_other_inputs(table: Table, schema: FittedSchema, column: str) -> Table:
+    """`table` with every input's cells emptied but those `column` reads, so embedding one
+    column decodes no other file (and needs no other column in the table)."""
+    names = [state.column for state in schema.inputs]
+    if column not in names:
+        raise BadInputError(f"no input named {column!r}; the model's inputs: {', '.join(names)}")
+    kept = schema.input(column).source
+    emptied = {s.source: None for s in schema.inputs if s.source != kept}
+    return Table(table.frame.assign(**emptied), table.base_dir, table.name, table.first_row)
+
+
+def only_input(features: dict, column: str) -> dict:
+    """Every input but `column` marked absent, exactly as a missing cell or file is masked."""
+    return {
+        name: item if name == column else {**item, "present": torch.zeros_like(item["present"])}
+        for name, item in features.items()
+    }
 
 
 def with_training_settings(prepared: Config, given: Config) -> Config:

@@ -5,7 +5,7 @@ import torch
 
 from polymodal.config import ModelSettings
 from polymodal.encoders import EncodedInput
-from polymodal.fusion import FUSIONS
+from polymodal.fusion import FUSIONS, pooled
 
 SETTINGS = ModelSettings(dim=16, layers=1, heads=2, dropout=0.0)
 NAMES = ["a", "b"]
@@ -37,12 +37,22 @@ def test_absent_input_is_masked_not_read(name):
     first, second = encoded(absent, seed=0), encoded(absent, seed=1)
     second["a"] = first["a"]  # same present input, different garbage in the absent one
     out1, out2 = fusion(first), fusion(second)
-    combined1 = (out1.features * out1.weights[..., None]).sum(1)
-    combined2 = (out2.features * out2.weights[..., None]).sum(1)
-    assert torch.allclose(combined1, combined2, atol=1e-6)
+    assert torch.allclose(pooled(out1), pooled(out2), atol=1e-6)
     present = torch.tensor([True, True, True])
     out3, out4 = fusion(encoded(present, 0)), fusion({**encoded(present, 1), "a": first["a"]})
     assert not torch.allclose(out3.features, out4.features)
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_pooled_is_one_vector_per_row_weighted_like_the_heads(name):
+    fusion = FUSIONS.create(name, NAMES, SETTINGS).eval()
+    fused = fusion(encoded(torch.tensor([True, False, True])))
+    vector = pooled(fused)
+    assert vector.shape == (3, 16)
+    by_hand = sum(fused.features[:, i] * fused.weights[:, i, None] for i in range(fusion.branches))
+    assert torch.allclose(vector, by_hand, atol=1e-6)
+    if fusion.branches == 1:  # early fusion: the fused vector itself
+        assert torch.allclose(vector, fused.features[:, 0])
 
 
 def test_late_fusion_weights_only_present_inputs():

@@ -29,6 +29,14 @@ class Fused(NamedTuple):
     memory_mask: torch.Tensor  # [batch, tokens], True where a token is real
 
 
+def pooled(fused: Fused) -> torch.Tensor:
+    """One vector per row, [batch, dim]: the branches' features weighted as the heads weigh
+    their outputs. Early fusion's single branch (weight 1) is returned as it is; late fusion
+    gives the weighted mean of its inputs' vectors over the inputs present. This is what
+    `Model.embed` returns, so a search index holds what the heads read."""
+    return (fused.features * fused.weights.unsqueeze(-1)).sum(dim=1)
+
+
 def token_memory(
     first: torch.Tensor, encoded: dict[str, EncodedInput], names: list[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
