@@ -93,18 +93,19 @@ class FeatureCache:
         if not self.enabled or len(paths) < MIN_BLOCK_FILES:
             return None
         newest = time.time_ns() - int(RACY_SECONDS * 1e9)
-        digest = hashlib.sha256(settings.encode())
+        lines = [settings]
         for path in paths:
             try:
                 stat = os.stat(path)
             except OSError:
-                digest.update(f"{path}\0missing\n".encode())
+                lines.append(f"{path}\0missing")
                 continue
             if stat.st_mtime_ns > newest:
                 return None
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
-            digest.update(f"{stat.st_ctime_ns}\0{stat.st_ino}\n".encode())
-        return digest.hexdigest()[:32]
+            lines.append(
+                f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}"
+            )
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
 
     def _block_path(self, settings: str, fingerprint: str) -> Path:
         return self.root / settings / "blocks" / f"{fingerprint}.npz"
@@ -118,12 +119,14 @@ class FeatureCache:
         except (OSError, ValueError, KeyError):
             return None
         out: list[np.ndarray | str] = []
-        for index, error in enumerate(errors.tolist()):
-            if ndims[index] < 0:
+        starts, dims = offsets.tolist(), ndims.tolist()  # Python ints: no numpy scalar per file
+        for index, (error, ndim, shape) in enumerate(
+            zip(errors.tolist(), dims, shapes.tolist(), strict=True)
+        ):
+            if ndim < 0:
                 out.append(error)
             else:
-                shape = tuple(shapes[index, : ndims[index]])
-                out.append(data[offsets[index] : offsets[index + 1]].reshape(shape))
+                out.append(data[starts[index] : starts[index + 1]].reshape(shape[:ndim]))
         self.block_hits += 1
         return out
 
