@@ -582,6 +582,10 @@ def serve(
     log_level: Annotated[
         str, typer.Option(help="uvicorn log level; warning hides the access log")
     ] = "info",
+    index: Annotated[
+        Path | None,
+        typer.Option(help="a vector index of this model (`polymodal index`) to search"),
+    ] = None,
 ) -> None:
     """Serve a model over HTTP: REST API (/v1/predict, /docs) and a web page at /."""
     from polymodal.serving.app import serve as run_server
@@ -591,7 +595,7 @@ def serve(
         model_dir=model_dir, host=host, port=port, workers=workers, api_key=api_key or None,
         batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms,
         cors_origins=cors_origin or [], max_request_mb=max_request_mb,
-        decode_timeout_s=decode_timeout, log_level=log_level,
+        decode_timeout_s=decode_timeout, log_level=log_level, index_dir=index,
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         console.print(f"[yellow]warning:[/] listening on {host} without --api-key")

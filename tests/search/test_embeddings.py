@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from polymodal.data.cache import FeatureCache
 from polymodal.data.problems import BadInputError
 from polymodal.demo import make_demo_data
 from polymodal.search import Index
-from polymodal.search.embeddings import query_input
+from polymodal.search.embeddings import query_input, read_source
 from polymodal.version import __version__
 from tests.media import tiny_config
 
@@ -109,6 +110,7 @@ def test_index_writes_its_source_and_refuses_an_existing_db(data, model_dir, ima
         "column": "image",
         "kind": "image",
         "polymodal_version": __version__,
+        "tables": [{"first_id": 0, "folder": str(data.parent.resolve())}],
     }
     message = refused("index", model_dir, data, "--column", "image", "--db", image_db)
     assert "--append" in message
@@ -174,6 +176,7 @@ def test_append_adds_rows_and_refuses_another_model_or_column(data, model_dir, t
     assert len(Index.open(db)) == ROWS
     top = hits(db, "--image", data.parent / "images" / "0025.png", "--k", 1)
     assert top[0]["image"] == "images/0025.png" and top[0]["row"] == 5  # row of second.csv
+    assert len(read_source(db).tables) == 1  # both tables in one folder: listed once
 
     message = refused("index", model_dir, second, "--column", "sound", "--db", db, "--append")
     assert "'image'" in message and "'sound'" in message
@@ -219,3 +222,22 @@ def test_query_input_prefers_the_indexed_column_and_never_guesses():
         query_input(kinds, "text", indexed="body", chosen="photo")
     with pytest.raises(BadInputError, match="no audio input"):
         query_input(kinds, "audio", indexed="photo")
+
+
+def test_the_source_resolves_each_rows_file_from_its_own_tables_folder(data, model_dir, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(data.parent / "images", elsewhere / "images")
+    pd.read_csv(data).iloc[:4].to_csv(elsewhere / "more.csv", index=False)
+    db = tmp_path / "db"
+    ok("index", model_dir, data, "--column", "image", "--db", db)
+    ok("index", model_dir, elsewhere / "more.csv", "--column", "image", "--db", db, "--append")
+    source = read_source(db)
+    assert [t.first_id for t in source.tables] == [0, ROWS]
+    rows = Index.open(db).rows([1, ROWS + 1, 10_000])
+    assert rows["id"].tolist() == [1, ROWS + 1]  # an id the index lacks is left out
+    first, second = rows.to_dict("records")
+    assert source.stored_file(1, first) == data.parent.resolve() / "images" / "0001.png"
+    assert source.stored_file(ROWS + 1, second) == elsewhere.resolve() / "images" / "0001.png"
+    old = source.model_copy(update={"tables": []})  # an index made before tables were listed
+    assert old.stored_file(1, first) is None
+    assert old.stored_file(1, {"image": "/abs/x.png"}) == Path("/abs/x.png")

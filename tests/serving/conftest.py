@@ -15,7 +15,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as DriverService
 
 from polymodal.data.cache import FeatureCache
+from polymodal.demo import make_demo_data
 from polymodal.model import Model
+from polymodal.search.embeddings import build_index, index_source
 from polymodal.serving.app import create_app
 from polymodal.serving.settings import ServeSettings
 from tests.media import shapes_and_tones, tiny_config
@@ -98,3 +100,32 @@ class LiveServer:
 def live_server(trained):
     with LiveServer(ServeSettings(model_dir=trained.model_dir)) as server:
         yield server
+
+
+@dataclass
+class Indexed:
+    """A tiny model trained on the demo data, with an index of its images and one of its notes."""
+
+    data: Path  # data.csv; images/ and audio/ beside it
+    model_dir: Path
+    image_db: Path
+    note_db: Path
+
+    @property
+    def folder(self) -> Path:
+        return self.data.parent
+
+
+@pytest.fixture(scope="session")
+def indexed(tmp_path_factory) -> Indexed:
+    root = tmp_path_factory.mktemp("search")
+    data = make_demo_data(root / "demo", rows=24)
+    cache = FeatureCache(root / "cache")
+    model_dir = root / "model"
+    Model(target="label", config=tiny_config(), cache=cache).fit(data, out=model_dir)
+    model = Model.load(model_dir, cache=FeatureCache(enabled=False))
+    dbs = {}
+    for column in ("image", "note"):
+        dbs[column] = root / f"{column}-index"
+        build_index(model, index_source(model, model_dir, column), data, dbs[column], None, False)
+    return Indexed(data, model_dir, dbs["image"], dbs["note"])

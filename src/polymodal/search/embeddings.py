@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from polymodal.config import Strict
+from polymodal.data.files import resolve_path
 from polymodal.data.problems import BadInputError, ProblemLog
-from polymodal.data.table import read_table
+from polymodal.data.table import Table, read_table
 from polymodal.model import Model
 from polymodal.search.index import RESERVED, Index, Metric, metadata_table
 from polymodal.version import __version__
@@ -38,13 +39,42 @@ QUERY_KINDS = {
 }
 
 
+FILE_KINDS = ("image", "audio", "video")  # kinds whose cells name files
+
+
+class IndexedTable(Strict):
+    """A table whose rows went into an index: its folder, against which its relative file
+    paths resolve, and the first id its rows got (the ids up to the next table's are its)."""
+
+    first_id: int
+    folder: str  # absolute
+
+
 class IndexSource(Strict):
-    """What `source.json` beside an index says: the model and column its vectors came from."""
+    """What `source.json` beside an index says: the model and column its vectors came from,
+    and the tables indexed (older indexes have none listed: their relative paths are unknown)."""
 
     model: str  # the model folder, absolute, so `search` finds it from any folder
     column: str
     kind: str
     polymodal_version: str = __version__
+    tables: list[IndexedTable] = []
+
+    def folder_of(self, id_: int) -> Path | None:
+        """The folder of the table the row with this id came from (None: not recorded)."""
+        folders = [Path(t.folder) for t in self.tables if t.first_id <= id_]
+        return folders[-1] if folders else None
+
+    def stored_file(self, id_: int, metadata: dict) -> Path | None:
+        """The file the row's indexed cell names, resolved as `polymodal index` read it;
+        None for a text index, an empty cell, or a relative path of an unrecorded table."""
+        cell = metadata.get(stored_name(self.column))
+        if self.kind not in FILE_KINDS or cell is None or not str(cell).strip():
+            return None
+        if Path(str(cell).strip()).expanduser().is_absolute():
+            return resolve_path(cell, Path("/"))
+        folder = self.folder_of(id_)
+        return resolve_path(cell, folder) if folder is not None else None
 
 
 @dataclass
@@ -56,6 +86,7 @@ class Embedded:
     metadata: pd.DataFrame
     skipped: int
     problems: ProblemLog
+    folder: Path | None = None  # the table's folder, against which its file paths resolve
 
 
 @dataclass
@@ -73,7 +104,7 @@ def embed_rows(model: Model, data: str | Path, column: str) -> Embedded:
     vectors = model.embed(table, column=column, log=log)
     kept = np.isfinite(vectors).all(axis=1)
     metadata = metadata_frame(table.frame).loc[kept].reset_index(drop=True)
-    return Embedded(vectors[kept], metadata, int((~kept).sum()), log)
+    return Embedded(vectors[kept], metadata, int((~kept).sum()), log, table.base_dir)
 
 
 def metadata_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -146,10 +177,17 @@ def build_index(
     if index is None:
         index = Index.create(db, model.config.model.dim, metric=metric or "cosine")
         write_source(db, source)
+    else:
+        source = read_source(db)  # the tables indexed before
+    first_id = index.settings.next_id
     try:
         index.add(embedded.vectors, embedded.metadata)
     except ValueError as error:  # metadata columns that do not fit the ones stored
         raise BadInputError(f"{db}: {error}") from None
+    folder = str(embedded.folder.resolve()) if embedded.folder is not None else None
+    if folder is not None and (not source.tables or source.tables[-1].folder != folder):
+        table = IndexedTable(first_id=first_id, folder=folder)
+        write_source(db, source.model_copy(update={"tables": [*source.tables, table]}))
     return embedded
 
 
@@ -187,12 +225,20 @@ def search_index(
     model = Model.load(source.model)
     column = query_input(model.schema_.kinds, query_kind, source.column, query_column)
     vector = embed_query(model, column, query_kind, value)
+    return SearchResult(nearest(index, vector, k, where), source, column)
+
+
+class BadFilterError(BadInputError):
+    """A search LanceDB refused, mostly for its `where` filter."""
+
+
+def nearest(index: Index, vector: np.ndarray, k: int, where: str | None) -> pd.DataFrame:
+    """The `k` hits nearest to one query vector, best first; a bad filter is a BadFilterError."""
     try:
-        hits = index.search(vector, k=k, where=where)[0]
+        return index.search(vector, k=k, where=where)[0]
     except (ValueError, RuntimeError, OSError) as error:  # LanceDB's words for a bad filter
         hint = f" (check --where {where!r})" if where else ""
-        raise BadInputError(f"search failed{hint}: {error}") from None
-    return SearchResult(hits, source, column)
+        raise BadFilterError(f"search failed{hint}: {error}") from None
 
 
 def query_input(
@@ -224,17 +270,26 @@ def query_input(
     )
 
 
-def embed_query(model: Model, column: str, query_kind: str, value: str) -> np.ndarray:
+def embed_query(
+    model: Model, column: str, query_kind: str, value: str, folder: Path | None = None
+) -> np.ndarray:
     """The query's vector [dim]: a one-row table with the query in `column`'s source column
-    (a file as the absolute path typed, read like any table's file). An unreadable query is
-    an error naming why."""
+    (a file as the absolute path typed, read like any table's file; with `folder`, `value`
+    names a file in it, as the server writes an upload under a name of its own). An
+    unreadable query is an error naming why (a file in `folder` by its name only)."""
     state = model.schema_.input(column)
-    cell = value if query_kind == "text" else str(Path(value).expanduser().resolve())
+    if query_kind == "text" or folder is not None:
+        cell = value
+    else:
+        cell = str(Path(value).expanduser().resolve())
     log = ProblemLog()
-    vector = model.embed(pd.DataFrame({state.source: [cell]}), column=column, log=log)[0]
+    frame = pd.DataFrame({state.source: [cell]})
+    table = Table(frame, folder) if folder is not None else frame
+    vector = model.embed(table, column=column, log=log)[0]
     if not np.isfinite(vector).all():
         found = next((p for p in log.problems if p.column == column), None)
-        reason = f"{found.path or 'the text'}: {found.reason}" if found else "the query is empty"
+        shown = found and found.path and (Path(found.path).name if folder else found.path)
+        reason = f"{shown or 'the text'}: {found.reason}" if found else "the query is empty"
         raise BadInputError(f"the query has no vector for input {column!r}: {reason}")
     return vector
 

@@ -278,6 +278,21 @@ class Index:
             self._build_ann()
         return self._query(queries, k, where, exact)
 
+    def rows(self, ids: np.ndarray | list[int]) -> pd.DataFrame:
+        """The stored rows with these ids (id, then the metadata; no vectors), by id; ids
+        the index does not hold (never given, or deleted) are left out."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        metadata = self.metadata_columns
+        if self._table is None or len(ids) == 0:
+            return pd.DataFrame({"id": pd.Series(dtype=np.int64)})
+        frames = []
+        for start in range(0, len(ids), ID_CHUNK):
+            chunk = ids[start : start + ID_CHUNK]
+            listed = ", ".join(str(i) for i in chunk)
+            query = self._table.search().where(f"id IN ({listed})").select(["id", *metadata])
+            frames.append(query.limit(len(chunk)).to_pandas())
+        return pd.concat(frames).sort_values("id").reset_index(drop=True)
+
     def _query(
         self, queries: np.ndarray, k: int, where: str | None, exact: bool
     ) -> list[pd.DataFrame]:

@@ -15,8 +15,9 @@ from polymodal.data.problems import BadInputError
 from polymodal.model import CONFIG, WEIGHTS
 from polymodal.serving.errors import install_error_handlers
 from polymodal.serving.metrics import Metrics, MetricsMiddleware
-from polymodal.serving.routes import explain, health, metrics, page, predict, schema
+from polymodal.serving.routes import embed, explain, health, metrics, page, predict, schema, search
 from polymodal.serving.routes.page import STATIC
+from polymodal.serving.search import open_search_index
 from polymodal.serving.security import API_KEY_HEADER, BodyLimitMiddleware
 from polymodal.serving.service import Service
 from polymodal.serving.settings import SETTINGS_VARIABLE, ServeSettings
@@ -24,12 +25,15 @@ from polymodal.version import __version__
 
 
 def check_model_dir(settings: ServeSettings) -> None:
-    """Fail before the server starts, with one line, when the folder holds no model."""
+    """Fail before the server starts, with one line, when the folder holds no model or the
+    index (if any) is not one of that model."""
     for name in (CONFIG, WEIGHTS):
         if not (settings.model_dir / name).is_file():
             raise BadInputError(
                 f"{settings.model_dir} is not a polymodal model folder: {name} is missing"
             )
+    if settings.index_dir is not None:  # an index of another model is refused before start-up
+        open_search_index(settings.index_dir, settings.model_dir)
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -54,8 +58,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics_
-    for router in (predict.router, explain.router, schema.router, health.router, metrics.router):
-        app.include_router(router)
+    routers = (predict, explain, embed, search, schema, health, metrics)
+    for module in routers:
+        app.include_router(module.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     install_error_handlers(app)

@@ -74,25 +74,44 @@ def input_fields(schema: FittedSchema) -> list[InputField]:
 
 async def read_rows(request: Request, fields: list[InputField], max_rows: int) -> list[Row]:
     """The request's rows, each checked: known columns, right value types, sniffed files."""
+    rows, _ = await read_request(request, fields, max_rows)
+    return rows
+
+
+async def read_request(
+    request: Request, fields: list[InputField], max_rows: int, options: tuple[str, ...] = ()
+) -> tuple[list[Row], dict[str, object]]:
+    """The rows, and the `options` given beside them: top-level JSON keys or plain multipart
+    fields of those names (a name that is also a column stays the column's)."""
+    names = {field.name for field in fields}
+    taken = tuple(name for name in options if name not in names)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        raw = parse_json(await request.body())
+        raw, given = parse_json(await request.body(), taken)
     elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        raw = await parse_form(request, max_rows)
+        raw, given = await parse_form(request, max_rows, taken)
     else:
         raise ApiError(415, "send the rows as application/json or multipart/form-data (see /docs)")
     if len(raw) > max_rows:
         raise ApiError(413, f"{len(raw)} rows in one request; at most {max_rows}")
     by_name = {field.name: field for field in fields}
-    return [check_row(index, row, by_name) for index, row in enumerate(raw)]
+    return [check_row(index, row, by_name) for index, row in enumerate(raw)], given
 
 
-def parse_json(body: bytes) -> list[dict]:
-    """One row `{column: value}` or `{"rows": [...]}`; files as `{"base64": ...}` or data: URLs."""
+def parse_json(body: bytes, options: tuple[str, ...] = ()) -> tuple[list[dict], dict]:
+    """One row `{column: value}` or `{"rows": [...]}`; files as `{"base64": ...}` or data: URLs.
+    Top-level keys named in `options` are taken out and returned beside the rows."""
     try:
         document = ANY_JSON.validate_json(body)  # pydantic's parser: depth-limited, no recursion
     except ValidationError:
         raise ApiError(400, "the body is not valid JSON") from None
+    given = {}
+    if isinstance(document, dict):
+        given = {name: document.pop(name) for name in options if name in document}
+    return parse_document(document), given
+
+
+def parse_document(document: object) -> list[dict]:
     try:
         if isinstance(document, dict) and "rows" in document:
             return [dict(row) for row in RowsBody.model_validate(document).rows]
@@ -102,19 +121,31 @@ def parse_json(body: bytes) -> list[dict]:
         raise ApiError(422, message.replace("invalid request", "invalid JSON body")) from None
 
 
-async def parse_form(request: Request, max_rows: int) -> list[dict]:
-    """Fields named `column` (one row) or `rows[i][column]` (several rows)."""
+async def parse_form(
+    request: Request, max_rows: int, options: tuple[str, ...] = ()
+) -> tuple[list[dict], dict]:
+    """Fields named `column` (one row) or `rows[i][column]` (several rows); plain fields named
+    in `options` are returned beside the rows."""
     form = await request.form(max_files=256, max_fields=1024, max_part_size=1024 * 1024)
     try:
-        return await form_rows(form, max_rows)
+        given = {}
+        for name in options:
+            values = form.getlist(name)
+            if len(values) > 1:
+                raise ApiError(422, f"'{name}' is given twice")
+            if values:
+                given[name] = await form_value(values[0])
+        return await form_rows(form, max_rows, options), given
     finally:
         await form.close()  # uploads over 1 MB were spooled to temporary files
 
 
-async def form_rows(form: FormData, max_rows: int) -> list[dict]:
+async def form_rows(form: FormData, max_rows: int, skip: tuple[str, ...] = ()) -> list[dict]:
     single: dict = {}
     numbered: dict[int, dict] = {}
     for key, value in form.multi_items():
+        if key in skip:
+            continue
         match = MULTIPART_ROW.match(key)
         row, column = (numbered.setdefault(int(match[1]), {}), match[2]) if match else (single, key)
         if match and int(match[1]) >= max_rows:

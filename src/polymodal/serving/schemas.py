@@ -70,12 +70,27 @@ class TargetInfo(BaseModel):
     )
 
 
+class SearchInfo(BaseModel):
+    """The vector index the server searches (`polymodal serve --index`)."""
+
+    column: str = Field(description="the model input whose vectors the index holds")
+    kind: str = Field(description="that input's kind: image, audio, text, ...")
+    rows: int = Field(description="vectors in the index")
+    metric: str = Field(description="cosine or dot: higher scores are nearer; l2: lower")
+    files: bool = Field(description="true: hits have a file_url serving the stored file")
+    query_kinds: list[str] = Field(
+        description="the queries the model can embed: text, image, audio, video"
+    )
+    max_k: int
+
+
 class SchemaResponse(BaseModel):
     inputs: list[InputField]
     targets: list[TargetInfo]
     max_rows: int
     max_request_mb: float
     api_key_required: bool
+    search: SearchInfo | None = Field(None, description="null unless started with --index")
 
 
 class InputWarning(BaseModel):
@@ -103,6 +118,44 @@ class ExplainResponse(BaseModel):
     method: str
     explanations: list[dict[str, TargetExplanation]]
     warnings: list[InputWarning] = []
+
+
+class EmbedResponse(BaseModel):
+    column: str = Field(description="the model input the vectors are of")
+    dim: int
+    vectors: list[list[float] | None] = Field(
+        description="one per row, in request order; null where the row has no value there"
+    )
+    warnings: list[InputWarning] = []
+
+
+class SearchBody(BaseModel):
+    """A search as JSON: exactly one query (a text, or a file as base64 or a data: URL)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: StrictStr | None = None
+    image: FileValue | StrictStr | None = None
+    audio: FileValue | StrictStr | None = None
+    video: FileValue | StrictStr | None = None
+    k: StrictInt = Field(10, description="hits to return, 1 to 100")
+    where: StrictStr | None = Field(None, description="SQL filter on the metadata")
+    query_column: StrictStr | None = Field(
+        None, description="the model input the query fills, when several could"
+    )
+
+
+class SearchHit(BaseModel):
+    rank: int
+    score: float = Field(description="cosine similarity or dot product (higher nearer), or l2")
+    id: int
+    metadata: dict[str, object] = Field(description="the indexed table's row: its columns")
+    file_url: str | None = Field(None, description="the stored file (image/audio/video index)")
+
+
+class SearchResponse(BaseModel):
+    query_column: str = Field(description="the model input the query was embedded through")
+    indexed_column: str
+    hits: list[SearchHit]
 
 
 class HealthResponse(BaseModel):

@@ -14,9 +14,12 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -27,15 +30,18 @@ from polymodal.data.problems import BadInputError, DecodeError, ProblemLog
 from polymodal.data.table import Table
 from polymodal.modalities import modality
 from polymodal.model import Model
+from polymodal.search.embeddings import embed_query
 from polymodal.serving.batching import Features, Job, MicroBatcher
 from polymodal.serving.errors import ApiError
 from polymodal.serving.inputs import Row, Upload, input_fields
 from polymodal.serving.metrics import Metrics
 from polymodal.serving.schemas import InputField, InputWarning, TargetPrediction
+from polymodal.serving.search import SearchIndex
 from polymodal.serving.settings import ServeSettings
 
 log = logging.getLogger("polymodal.serving")
 Outputs = dict[str, np.ndarray]
+T = TypeVar("T")
 PIPELINE = 2  # batches in flight: one decoding while the one before runs the model
 
 
@@ -62,6 +68,11 @@ class Service:
         self.lenient_inputs = {
             state.column for state in self.model.schema_.inputs if modality(state.kind).lenient
         }  # inputs whose problems (unknown categories) are warnings
+        self.search: SearchIndex | None = None
+        if settings.index_dir is not None:  # a wrong index stops the server from starting
+            self.search = SearchIndex(
+                settings.index_dir, settings.model_dir, self.model.schema_.kinds
+            )
         self.folder = Path(tempfile.mkdtemp(prefix="polymodal-serve-"))  # mode 0700
         self.decoders = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="polymodal-decode"
@@ -151,8 +162,12 @@ class Service:
     # ---------------------------------------------------------------- decoding
     async def encode(self, rows: list[Row]) -> Encoded:
         """Features for the rows, decoded on the pool within the time limit."""
+        return await self.decode(self.encode_now, rows)
+
+    async def decode(self, work: Callable[..., T], *args: object) -> T:
+        """`work(*args, started)` on the decoding pool, within the time limit."""
         started = threading.Event()
-        job = self.decoders.submit(self.encode_now, rows, started)
+        job = self.decoders.submit(work, *args, started)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(job), self.settings.decode_timeout_s)
         except TimeoutError:
@@ -166,20 +181,59 @@ class Service:
 
     def encode_now(self, rows: list[Row], started: threading.Event) -> Encoded:
         started.set()
-        folder = Path(tempfile.mkdtemp(dir=self.folder))
-        try:
+        with self.request_folder() as folder:
             table = self.request_table(rows, folder)
             problems = ProblemLog(table="request")
-            try:
-                features = self.model.encode(table, problems)
-            except (BadInputError, DecodeError) as error:
-                raise ApiError(422, str(error)) from None
-            except (ValueError, TypeError, OverflowError) as error:
-                log.warning("could not encode a request", exc_info=True)
-                raise ApiError(422, f"could not read the request's values ({error})") from None
-            return Encoded(features, problems)
+            return Encoded(self.model.encode(table, problems), problems)
+
+    @contextmanager
+    def request_folder(self) -> Iterator[Path]:
+        """A private folder for one request's files, removed after; the model's refusals of
+        its values become 422s."""
+        folder = Path(tempfile.mkdtemp(dir=self.folder))
+        try:
+            yield folder
+        except (BadInputError, DecodeError) as error:
+            raise ApiError(422, str(error)) from None
+        except (ValueError, TypeError, OverflowError) as error:
+            log.warning("could not encode a request", exc_info=True)
+            raise ApiError(422, f"could not read the request's values ({error})") from None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    # ------------------------------------------------------ embedding and search
+    async def embed(self, rows: list[Row], column: str) -> tuple[np.ndarray, list[InputWarning]]:
+        """`Model.embed` of the rows for one input (NaN rows: no value there), decoded on the
+        pool within the time limit; the rows' first bad value is a 422, as for predictions."""
+        vectors, problems = await self.decode(self.embed_now, rows, column)
+        errors, warnings = self.sort_problems(problems, np.array([0, len(rows)]))
+        if errors:
+            raise errors[0]
+        return vectors, warnings[0]
+
+    def embed_now(
+        self, rows: list[Row], column: str, started: threading.Event
+    ) -> tuple[np.ndarray, ProblemLog]:
+        started.set()
+        with self.request_folder() as folder:
+            problems = ProblemLog(table="request")
+            vectors = self.model.embed(self.request_table(rows, folder), column, problems)
+            return vectors, problems
+
+    async def embed_query(self, column: str, kind: str, value: str | Upload) -> np.ndarray:
+        """A search query's vector: a text, or uploaded bytes written under a name the server
+        chooses (never a path from the request), embedded as `polymodal search` does."""
+        return await self.decode(self.embed_query_now, column, kind, value)
+
+    def embed_query_now(
+        self, column: str, kind: str, value: str | Upload, started: threading.Event
+    ) -> np.ndarray:
+        started.set()
+        with self.request_folder() as folder:
+            if isinstance(value, Upload):
+                (folder / f"query.{value.kind}").write_bytes(value.data)
+                return embed_query(self.model, column, kind, f"query.{value.kind}", folder)
+            return embed_query(self.model, column, kind, value)
 
     def request_table(self, rows: list[Row], folder: Path) -> Table:
         """Uploads written under server-chosen names; cells hold those names, relative to folder."""

@@ -28,6 +28,7 @@ class ServeSettings(BaseModel):
     max_rows: int = Field(64, ge=1, description="rows in one request")
     max_explain_rows: int = Field(16, ge=1, description="rows in one explain request")
     log_level: str = "info"  # "warning" drops uvicorn's access log
+    index_dir: Path | None = Field(None, description="a vector index of this model to search")
 
     @property
     def max_request_bytes(self) -> int:

@@ -32,4 +32,5 @@ async def schema(service: ServiceDep) -> SchemaResponse:
         max_rows=settings.max_rows,
         max_request_mb=settings.max_request_mb,
         api_key_required=bool(settings.api_key),
+        search=service.search.info() if service.search is not None else None,
     )

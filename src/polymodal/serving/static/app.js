@@ -3,7 +3,7 @@
 // Plain JavaScript, no build step, no CDN: works offline from the server alone.
 "use strict";
 
-const state = { schema: null, captured: new Map() }; // column -> Blob from camera or microphone
+const state = { schema: null, captured: new Map(), searchFile: null }; // captured: column -> Blob from camera or microphone
 const $ = (selector) => document.querySelector(selector);
 
 function element(tag, attributes = {}, children = []) {
@@ -60,6 +60,7 @@ async function loadSchema() {
   fields.replaceChildren(...state.schema.inputs.map(fieldFor));
   $("#predict-button").disabled = false;
   $("#explain-button").disabled = false;
+  setupSearch(state.schema.search);
 }
 
 function fieldFor(field, index) {
@@ -101,7 +102,16 @@ function captureControls(field, index, preview) {
   const media = navigator.mediaDevices && navigator.mediaDevices.getUserMedia;
   if (!media) return controls;
   if (field.widget.capture === "camera") controls.append(cameraButton(field, index, preview));
-  if (field.widget.capture === "microphone" && window.MediaRecorder) controls.append(recordButton(field, index, preview));
+  if (field.widget.capture === "microphone" && window.MediaRecorder) {
+    controls.append(recordButton(`record-${index}`, (file) => {
+      state.captured.set(field.name, file);
+      showPreview(preview, field.widget.preview, file);
+      if (state.schema.inputs.every(filled)) {
+        setStatus("Recorded; predicting…");
+        $("#predict-form").requestSubmit();
+      }
+    }));
+  }
   return controls;
 }
 
@@ -140,10 +150,11 @@ function cameraButton(field, index, preview) {
 }
 
 // ----------------------------------------------- microphone recording (WAV)
-// When the recording was the last input missing, it is sent at once: a spoken question in, the
-// model's answer (or transcript) out, without pressing Predict.
-function recordButton(field, index, preview) {
-  const button = element("button", { type: "button", id: `record-${index}`, class: "record", text: "Record", "aria-pressed": "false" });
+// `onRecorded(file)` gets the recording as a WAV file. For a form field, when the recording was
+// the last input missing, it is sent at once: a spoken question in, the model's answer (or
+// transcript) out, without pressing Predict; for search, it is the query.
+function recordButton(id, onRecorded) {
+  const button = element("button", { type: "button", id, class: "record", text: "Record", "aria-pressed": "false" });
   let recorder = null;
   button.addEventListener("click", async () => {
     if (recorder) { recorder.stop(); return; }
@@ -164,12 +175,7 @@ function recordButton(field, index, preview) {
       button.setAttribute("aria-pressed", "false");
       const recorded = new Blob(chunks, { type: chunks[0] ? chunks[0].type : "audio/webm" });
       const file = await toWav(recorded).catch(() => new File([recorded], "recording.webm", { type: recorded.type }));
-      state.captured.set(field.name, file);
-      showPreview(preview, field.widget.preview, file);
-      if (state.schema.inputs.every(filled)) {
-        setStatus("Recorded; predicting…");
-        $("#predict-form").requestSubmit();
-      }
+      onRecorded(file);
     });
     recorder.start();
     button.textContent = "Stop";
@@ -343,6 +349,117 @@ function showExplanation(body) {
   box.hidden = false;
 }
 
+// ------------------------------------------------------------------ search
+// Shown when the server searches a vector index (polymodal serve --index): a typed text or a
+// file (chosen or recorded) is the query; hits come back as cards, files fetched by their id.
+const QUERY_MEDIA = { image: "image/*", audio: "audio/*", video: "video/*" };
+
+function setupSearch(info) {
+  const section = $("#search-section");
+  section.hidden = !info;
+  if (!info) return;
+  const kinds = info.query_kinds;
+  const order = info.metric === "l2" ? "lower scores are nearer" : "higher scores are nearer";
+  $("#search-summary").textContent = `${info.rows} vectors of ${info.column} (${info.kind}), by ${info.metric}: ${order}.`;
+  const text = $("#search-text");
+  text.hidden = !kinds.includes("text");
+  const file = $("#search-file");
+  const accepted = kinds.filter((kind) => QUERY_MEDIA[kind]).map((kind) => QUERY_MEDIA[kind]);
+  file.hidden = accepted.length === 0;
+  file.accept = accepted.join(",");
+  const capture = $("#search-capture");
+  capture.replaceChildren();
+  const media = navigator.mediaDevices && navigator.mediaDevices.getUserMedia;
+  if (kinds.includes("audio") && media && window.MediaRecorder) {
+    capture.append(recordButton("search-record", (recorded) => {
+      state.searchFile = recorded;
+      text.value = "";
+      file.value = "";
+      showPreview($("#search-preview"), "audio", recorded);
+      $("#search-form").requestSubmit();
+    }));
+  }
+  const select = $("#search-k");
+  for (const option of select.options) option.disabled = Number(option.value) > info.max_k;
+}
+
+function queryFile() {
+  return state.searchFile || $("#search-file").files[0] || null;
+}
+
+function queryKind(file) {
+  // The multipart field is named after the file's kind; the server checks the bytes anyway.
+  const major = (file.type || "").split("/")[0];
+  if (QUERY_MEDIA[major]) return major;
+  const indexed = state.schema.search.kind;
+  return QUERY_MEDIA[indexed] ? indexed : "image";
+}
+
+function showSearchError(message) {
+  const box = $("#search-error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+async function runSearch(event) {
+  event.preventDefault();
+  showSearchError("");
+  const text = $("#search-text").value.trim();
+  const file = queryFile();
+  if (!text && !file) { showSearchError("Type a text or choose a file to search for."); return; }
+  const data = new FormData();
+  if (text) data.append("text", text);
+  else data.append(queryKind(file), file, file.name || "query");
+  data.append("k", $("#search-k").value);
+  const results = $("#search-results");
+  results.dataset.state = "working";
+  $("#search-button").disabled = true;
+  try {
+    showHits(await fetchJson("/v1/search", { method: "POST", body: data }));
+  } catch (error) {
+    showSearchError(error.message);
+    results.dataset.state = "error";
+  } finally {
+    $("#search-button").disabled = false;
+  }
+}
+
+function showHits(body) {
+  const results = $("#search-results");
+  const note = body.query_column !== body.indexed_column
+    ? ` (the query went through ${body.query_column}; the index holds ${body.indexed_column})` : "";
+  const summary = element("p", { class: "muted", text: `${body.hits.length} nearest${note}.` });
+  const gallery = element("div", { class: "hits" }, body.hits.map(hitCard));
+  results.replaceChildren(summary, gallery);
+  results.dataset.state = "done";
+}
+
+function hitCard(hit) {
+  const card = element("figure", { class: "hit", "data-id": hit.id, "data-rank": hit.rank });
+  if (hit.file_url) card.append(hitMedia(hit.file_url, state.schema.search.kind));
+  card.append(element("figcaption", {}, [`#${hit.rank} `, element("span", { class: "score", text: `score ${hit.score.toFixed(4)}` })]));
+  const list = element("dl");
+  for (const [name, value] of Object.entries(hit.metadata)) {
+    const shown = value === null ? "" : typeof value === "number" && !Number.isInteger(value) ? value.toFixed(4) : String(value);
+    list.append(element("dt", { text: name }), element("dd", { text: shown.length > 200 ? `${shown.slice(0, 200)}…` : shown }));
+  }
+  card.append(list);
+  return card;
+}
+
+function hitMedia(url, kind) {
+  const tag = kind === "image" ? "img" : kind;
+  const media = element(tag, { alt: kind === "image" ? "stored image" : null, loading: "lazy" });
+  if (tag !== "img") media.controls = true;
+  if (!state.schema.api_key_required) { media.src = url; return media; }
+  // An <img> cannot send the X-API-Key header: fetch the file, then show it from a blob: URL.
+  fetch(url, { headers: headers() })
+    .then((response) => (response.ok ? response.blob() : Promise.reject(new Error(`${response.status}`))))
+    .then((blob) => { media.src = URL.createObjectURL(blob); })
+    .catch(() => media.replaceWith(element("p", { class: "muted", text: "(file not available)" })));
+  return media;
+}
+
 function start() {
   const saved = sessionStorage.getItem("polymodal-api-key");
   if (saved) $("#api-key").value = saved;
@@ -359,6 +476,19 @@ function start() {
   $("#predict-form").addEventListener("reset", () => {
     state.captured.clear();
     document.querySelectorAll(".preview").forEach((preview) => preview.replaceChildren());
+  });
+  $("#search-form").addEventListener("submit", runSearch);
+  $("#search-text").addEventListener("input", () => {
+    state.searchFile = null;
+    $("#search-file").value = "";
+    $("#search-preview").replaceChildren();
+  });
+  $("#search-file").addEventListener("change", () => {
+    state.searchFile = null;
+    $("#search-text").value = "";
+    const file = $("#search-file").files[0];
+    if (file) showPreview($("#search-preview"), { image: "img", audio: "audio", video: "video" }[queryKind(file)], file);
+    else $("#search-preview").replaceChildren();
   });
   loadSchema();
 }
