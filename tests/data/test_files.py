@@ -4,9 +4,11 @@ same problems and the same cache entries as one process."""
 import os
 
 import numpy as np
+import pytest
 
+from polymodal.config import ConfigError
 from polymodal.data.cache import FeatureCache
-from polymodal.data.files import MIN_PARALLEL_FILES, decode_file_column
+from polymodal.data.files import MIN_PARALLEL_FILES, decode_file_column, decode_workers
 from polymodal.data.problems import DecodeError, ProblemLog
 
 
@@ -74,3 +76,11 @@ def test_workers_fill_the_cache_for_the_next_run(tmp_path, monkeypatch):
     assert again.misses == 1, "only the corrupt file is decoded again"
     assert again.hits == 100 - 2, "all but the empty and the corrupt file"
     assert all(int(a[0]) != os.getpid() for a in arrays if a is not None), "read from the cache"
+
+
+def test_a_bad_worker_count_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("POLYMODAL_WORKERS", "two")
+    with pytest.raises(ConfigError, match="POLYMODAL_WORKERS.*'two'"):
+        decode_workers()
+    monkeypatch.setenv("POLYMODAL_WORKERS", "3")
+    assert decode_workers() == 3

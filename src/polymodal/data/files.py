@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from polymodal.config import ConfigError
 from polymodal.data.cache import FeatureCache, content_key, settings_key
 from polymodal.data.column import is_missing
 from polymodal.data.problems import DecodeError, ProblemLog
@@ -92,8 +93,13 @@ CHUNK_FILES = 64  # files per task sent to a worker: few round trips, a smooth p
 
 def decode_workers() -> int:
     """$POLYMODAL_WORKERS, else the number of cores this process may run on."""
-    if os.environ.get("POLYMODAL_WORKERS"):
-        return max(1, int(os.environ["POLYMODAL_WORKERS"]))
+    given = os.environ.get("POLYMODAL_WORKERS", "").strip()
+    if given:
+        if not given.isdigit():
+            raise ConfigError(
+                f"POLYMODAL_WORKERS must be a whole number of processes, not {given!r}"
+            )
+        return max(1, int(given))
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1

@@ -64,8 +64,9 @@ class ChannelsLastCNN(nn.Sequential):
     """A convolution stack that keeps its weights and activations channels-last (NHWC).
 
     oneDNN's CPU convolutions run in NHWC; in the default NCHW layout every layer reorders its
-    input and output. On AV-MNIST's default model one training step was 9% faster in bf16 and
-    29% faster in float32 (AVX2-only CPUs) this way; the state dict is unchanged."""
+    input and output. On AV-MNIST's default model a training step is about 10% faster in bf16
+    and 27% faster in float32 (what CPUs without bf16 run) this way
+    (benchmarks/step_speed.py); the state dict is unchanged."""
 
     def __init__(self, *stages: nn.Module) -> None:
         super().__init__(*stages)
