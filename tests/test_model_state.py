@@ -45,11 +45,14 @@ def test_encode_returns_its_problems(data, tmp_path):
     assert not hasattr(model, "last_problems_")
 
 
+PASS_SECONDS = 1.0  # a slowed embedding pass, long against the noise of the rest
+
+
 def test_a_second_fit_does_not_add_to_the_first_fits_embedding_time(data, tmp_path, monkeypatch):
     original = embeddings.compute
 
     def slow(encoder, name, item, rows, batch_size):
-        time.sleep(0.3)
+        time.sleep(PASS_SECONDS)
         return original(encoder, name, item, rows, batch_size)
 
     monkeypatch.setattr(embeddings, "compute", slow)
@@ -60,6 +63,8 @@ def test_a_second_fit_does_not_add_to_the_first_fits_embedding_time(data, tmp_pa
     )
     first = model.fit(data).metrics_["embedding_seconds"]
     second = model.fit(data).metrics_["embedding_seconds"]
-    assert first >= 0.3 and second >= 0.3
-    assert second < 1.5 * first  # the second fit's own time, not the sum of both
+    assert first >= PASS_SECONDS and second >= PASS_SECONDS
+    # The second fit's own time: a sum of both would be at least first + PASS_SECONDS. (A ratio
+    # to `first` failed on a loaded machine, where the rest of a pass varies by tenths.)
+    assert second < first + 0.8 * PASS_SECONDS
     assert model.embedding_seconds_ == second
