@@ -24,6 +24,7 @@ from polymodal.config import Strict
 from polymodal.data.files import resolve_path
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.table import Table, read_table
+from polymodal.modalities import modality
 from polymodal.model import Model
 from polymodal.search.index import RESERVED, Index, Metric, metadata_table
 from polymodal.version import __version__
@@ -37,9 +38,6 @@ QUERY_KINDS = {
     "audio": ("audio",),
     "video": ("video",),
 }
-
-
-FILE_KINDS = ("image", "audio", "video")  # kinds whose cells name files
 
 
 class IndexedTable(Strict):
@@ -69,7 +67,7 @@ class IndexSource(Strict):
         """The file the row's indexed cell names, resolved as `polymodal index` read it;
         None for a text index, an empty cell, or a relative path of an unrecorded table."""
         cell = metadata.get(stored_name(self.column))
-        if self.kind not in FILE_KINDS or cell is None or not str(cell).strip():
+        if not modality(self.kind).files or cell is None or not str(cell).strip():
             return None
         if Path(str(cell).strip()).expanduser().is_absolute():
             return resolve_path(cell, Path("/"))

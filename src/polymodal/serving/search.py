@@ -19,7 +19,6 @@ from polymodal.data.problems import BadInputError
 from polymodal.data.sniff import sniff_file
 from polymodal.modalities import modality
 from polymodal.search.embeddings import (
-    FILE_KINDS,
     QUERY_KINDS,
     IndexSource,
     hit_records,
@@ -52,7 +51,7 @@ class SearchIndex:
     def __init__(self, index_dir: Path, model_dir: Path, kinds: dict[str, str]) -> None:
         self.index, self.source = open_search_index(index_dir, model_dir)
         self.kinds = kinds
-        self.files = self.source.kind in FILE_KINDS
+        self.files = modality(self.source.kind).files
 
     def info(self) -> SearchInfo:
         fits = [
