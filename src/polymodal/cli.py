@@ -510,9 +510,15 @@ def search(
         str | None, typer.Option(help="the model input the query fills, when several could")
     ] = None,
     json_lines: Annotated[bool, typer.Option("--json", help="one JSON line per hit")] = False,
+    explain: Annotated[
+        Path | None,
+        typer.Option(help="new folder: why each top image hit is like the query (PNG figures)"),
+    ] = None,
+    explain_top: Annotated[int, typer.Option(min=1, help="hits explained with --explain")] = 3,
 ) -> None:
     """The rows of an index nearest to a query: a text or a file, embedded by the model that
-    made the index."""
+    made the index. `--explain DIR` draws, for an image index, which regions of each top hit
+    make it similar to the query (Integrated Gradients of the score)."""
     from polymodal.data.problems import BadInputError
     from polymodal.search.embeddings import hit_records, search_index
 
@@ -528,6 +534,11 @@ def search(
             "trains inputs to agree across modalities"
         )
     records = hit_records(result.hits)
+    if explain is not None:
+        from polymodal.explain.similarity import explain_search_hits
+
+        for path in explain_search_hits(result, explain, explain_top):
+            console.print(f"explanation written to [bold]{path}[/]")
     if json_lines:
         for record in records:
             typer.echo(json.dumps(record, default=str))

@@ -134,6 +134,25 @@ def test_image_query_finds_its_own_row_first(data, image_db, monkeypatch):
         assert header in table
 
 
+def test_explain_draws_why_each_top_image_hit_is_like_the_query(data, image_db, tmp_path):
+    query = data.parent / "images" / "0005.png"
+    top = hits(image_db, "--image", query, "--k", 2, "--explain", tmp_path / "why")
+    written = sorted((tmp_path / "why").iterdir())
+    assert [path.name for path in written] == [
+        f"hit-{rank}-id-{hit['id']}.png" for rank, hit in enumerate(top, start=1)
+    ]
+    assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in written)
+    message = refused("search", image_db, "--image", query, "--explain", tmp_path / "why")
+    assert "not an empty folder" in message, "written figures are never replaced"
+
+
+def test_explain_needs_an_image_index(data, model_dir, tmp_path):
+    db = tmp_path / "notes"
+    ok("index", model_dir, data, "--column", "note", "--db", db)
+    message = refused("search", db, "--text", "a red thing", "--explain", tmp_path / "why")
+    assert "image" in message and not (tmp_path / "why").exists()
+
+
 def test_audio_query_finds_its_own_row_first(data, model_dir, tmp_path):
     db = tmp_path / "sounds"
     ok("index", model_dir, data, "--column", "sound", "--db", db)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 from captum.attr import IntegratedGradients
 
@@ -38,6 +39,8 @@ from polymodal.model import DataLike, Model, only_input, without_other_inputs
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from polymodal.search.embeddings import SearchResult
 
 SIMILARITIES = ("cosine", "dot", "l2")
 ROW = "row"  # the table row a search hit came from (polymodal.search.embeddings.ROW)
@@ -269,3 +272,28 @@ def hit_row(hit: Any) -> int:
     if ROW not in hit:
         raise BadInputError(f"the hit has no {ROW!r}: pass the table row number instead")
     return int(hit[ROW])
+
+
+def explain_search_hits(result: SearchResult, out: str | Path, top: int = 3) -> list[Path]:
+    """A figure per hit, for the `top` best hits of a search over an image index: why each
+    stored image is like the query (`hit-<rank>-id-<id>.png` in `out`, a new or empty folder,
+    so nothing written before is replaced). A hit whose stored file cannot be found (a
+    relative path of an index made before tables were recorded) is skipped."""
+    folder = Path(out)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise FileExistsError(f"{folder} exists and is not an empty folder; choose a new one")
+    column = result.source.column
+    check_image_input(result.model, column)
+    source_column = result.model.schema_.input(column).source
+    written = []
+    for rank, hit in enumerate(result.hits.head(top).to_dict("records"), start=1):
+        stored = result.source.stored_file(int(hit["id"]), hit)
+        if stored is None:
+            continue
+        table = pd.DataFrame({source_column: [str(stored)]})
+        attribution = similarity_attribution(
+            result.model, table, column, result.query, metric=result.metric
+        )
+        path = folder / f"hit-{rank}-id-{int(hit['id'])}.png"
+        written.append(write_similarity_figure(result.model, attribution, path))
+    return written

@@ -92,6 +92,9 @@ class SearchResult:
     hits: pd.DataFrame  # id, score, then the metadata, best first
     source: IndexSource  # what the index holds
     query_column: str  # the model input the query was embedded through
+    model: Model  # the model that made the index and embedded the query
+    query: np.ndarray  # the query's vector [dim]
+    metric: str  # how the index compares vectors
 
 
 # ------------------------------------------------------------------------ embedding rows
@@ -223,7 +226,8 @@ def search_index(
     model = Model.load(source.model)
     column = query_input(model.schema_.kinds, query_kind, source.column, query_column)
     vector = embed_query(model, column, query_kind, value)
-    return SearchResult(nearest(index, vector, k, where), source, column)
+    hits = nearest(index, vector, k, where)
+    return SearchResult(hits, source, column, model, vector, index.settings.metric)
 
 
 class BadFilterError(BadInputError):
