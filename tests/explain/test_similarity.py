@@ -23,6 +23,15 @@ def cosine(a, b):
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
+def score_by_hand(vector, query, metric: str) -> float:
+    """The similarity of one vector to the query, as numpy computes it."""
+    return {
+        "cosine": cosine(vector, query),
+        "dot": float(vector @ query),
+        "l2": -float(np.linalg.norm(vector - query)),
+    }[metric]
+
+
 @pytest.fixture(scope="module")
 def square_query(image_model, tmp_path_factory):
     """The vector of an image whose only content is a bright square in the top-left quadrant
@@ -44,22 +53,13 @@ def test_attributions_add_up_to_the_similarity_gap(image_model, square_data, squ
         result = similarity_attribution(
             image_model, square_data, "picture", square_query, row=row, metric=metric
         )
-        vector = vectors[row]
-        expected = {
-            "cosine": cosine(vector, square_query),
-            "dot": float(vector @ square_query),
-            "l2": -float(np.linalg.norm(vector - square_query)),
-        }[metric]
+        expected = score_by_hand(vectors[row], square_query, metric)
         assert result.score == pytest.approx(expected, abs=1e-4)
         zeroed = {k: v[row : row + 1].clone() for k, v in features["picture"].items()}
         zeroed["values"] = torch.zeros_like(zeroed["values"], dtype=torch.float32)
         with torch.no_grad():
             at_zero = pooled(image_model.net_.fuse({"picture": zeroed}))[0].numpy()
-        baseline = {
-            "cosine": cosine(at_zero, square_query),
-            "dot": float(at_zero @ square_query),
-            "l2": -float(np.linalg.norm(at_zero - square_query)),
-        }[metric]
+        baseline = score_by_hand(at_zero, square_query, metric)
         assert result.baseline_score == pytest.approx(baseline, abs=1e-4)
         gap = result.score - result.baseline_score
         assert abs(gap) > 0.01, "the row and the mean image differ in similarity"

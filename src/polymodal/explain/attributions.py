@@ -45,20 +45,27 @@ def row_forward(runner: Runner, name: str, target: str) -> Callable[[torch.Tenso
     step: class probabilities, or the standardised value for regression. The row's other
     inputs are encoded once and repeated for every step."""
     task = runner.model.task(target)
-    row = runner.features[name]
-    cached = runner.encoded[0]
 
     def forward(values: torch.Tensor) -> torch.Tensor:
-        steps = values.shape[0]
-        encoded = {
-            other: EncodedInput(item.tokens.expand(steps, -1, -1), item.mask.expand(steps, -1))
-            for other, item in cached.items()
-        }
-        item = {key: tensor.expand(steps, *tensor.shape[1:]) for key, tensor in row.items()}
-        encoded[name] = runner.encode_one(name, {**item, "values": values})
+        encoded = row_encoded_with(runner, name, values)
         return task.attribution_output(runner.heads(encoded)[target])
 
     return forward
+
+
+def row_encoded_with(runner: Runner, name: str, values: torch.Tensor) -> dict[str, EncodedInput]:
+    """The runner's one row, encoded once per step of `values` [steps, ...]: every other input's
+    cached encoding repeated, and `name` encoded from `values` (its other feature items, such as
+    `present` or `lengths`, repeated alongside)."""
+    steps = values.shape[0]
+    encoded = {
+        other: EncodedInput(item.tokens.expand(steps, -1, -1), item.mask.expand(steps, -1))
+        for other, item in runner.encoded[0].items()
+    }
+    row = runner.features[name]
+    item = {key: tensor.expand(steps, *tensor.shape[1:]) for key, tensor in row.items()}
+    encoded[name] = runner.encode_one(name, {**item, "values": values})
+    return encoded
 
 
 def embedding_layer(encoder: nn.Module) -> nn.Embedding:

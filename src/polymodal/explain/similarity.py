@@ -29,8 +29,7 @@ from captum.attr import IntegratedGradients
 
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.table import Table, read_table
-from polymodal.encoders.base import EncodedInput
-from polymodal.explain.attributions import STEPS, InputAttribution
+from polymodal.explain.attributions import STEPS, InputAttribution, row_encoded_with
 from polymodal.explain.runner import Runner
 from polymodal.explain.scoring import Features, take_rows
 from polymodal.fusion import pooled
@@ -138,17 +137,9 @@ def similarity_forward(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """f(values of `column` for a batch of steps) → [steps] similarities to `query`. The
     other inputs (all masked) are encoded once and repeated for every step."""
-    cached = runner.encoded[0]
-    row = runner.features[column]
 
     def forward(values: torch.Tensor) -> torch.Tensor:
-        count = values.shape[0]
-        encoded = {
-            name: EncodedInput(item.tokens.expand(count, -1, -1), item.mask.expand(count, -1))
-            for name, item in cached.items()
-        }
-        item = {key: tensor.expand(count, *tensor.shape[1:]) for key, tensor in row.items()}
-        encoded[column] = runner.encode_one(column, {**item, "values": values})
+        encoded = row_encoded_with(runner, column, values)
         vectors = pooled(runner.net.fusion(encoded)).float()
         return similarity(vectors, query, metric)
 
