@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 from common import ROOT, machine
-from throughput import load_data
+from throughput import hand_written_step, load_data
 
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -65,12 +65,7 @@ def steps_per_second(
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
     def step(batch: dict) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            loss = module.combined_loss(forward(batch["inputs"]), batch["targets"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
+        hand_written_step(net, module, optimizer, autocast, batch, forward)
 
     started = time.perf_counter()
     for batch in batches[:WARMUP_STEPS]:

@@ -66,17 +66,23 @@ def hand_written_epochs(net, batches, valid, settings, epochs: int) -> float:
     for _ in range(epochs):
         net.train()
         for batch in batches:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast:
-                loss = module.combined_loss(net(batch["inputs"]), batch["targets"])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            optimizer.step()
+            hand_written_step(net, module, optimizer, autocast, batch)
         net.eval()
         with torch.no_grad(), autocast:
             for batch in valid:
                 net(batch["inputs"])
     return time.perf_counter() - started
+
+
+def hand_written_step(net, module, optimizer, autocast, batch: dict, forward=None) -> None:
+    """One training step as a person writes it: zero_grad, forward, loss, backward, clip,
+    step. `forward` (default: `net`) may be a compiled `net`."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast:
+        loss = module.combined_loss((forward or net)(batch["inputs"]), batch["targets"])
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    optimizer.step()
 
 
 def predict_rows_per_second(net, inputs, rows: int, batch_size: int = 256) -> float:
