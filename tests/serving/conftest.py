@@ -4,8 +4,11 @@ headless Chromium for the page tests."""
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,15 +34,22 @@ FLAGS = [
 ]  # fmt: skip
 
 
-def chromium(profile: str, *flags: str) -> webdriver.Chrome:
-    """Headless Chromium with a fresh profile folder and any extra command-line flags."""
+@contextmanager
+def chromium(*flags: str) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium with a fresh profile folder and any extra command-line flags; it quits
+    and its profile is removed when the block ends."""
     # No skip: without Chromium the page tests fail, naming what to install.
     assert CHROMIUM.exists() and DRIVER.exists(), "install Debian's chromium and chromium-driver"
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*FLAGS, f"--user-data-dir={profile}", *flags]:
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=DriverService(str(DRIVER)))
+    with tempfile.TemporaryDirectory(prefix="polymodal-chromium-") as profile:
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in [*FLAGS, f"--user-data-dir={profile}", *flags]:
+            options.add_argument(flag)
+        browser = webdriver.Chrome(options=options, service=DriverService(str(DRIVER)))
+        try:
+            yield browser
+        finally:
+            browser.quit()
 
 
 @dataclass

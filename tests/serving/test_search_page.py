@@ -3,8 +3,6 @@ back as cards with the stored images, fetched by id."""
 
 from __future__ import annotations
 
-import tempfile
-
 import pandas as pd
 import pytest
 from selenium.webdriver.common.by import By
@@ -36,48 +34,40 @@ def searched(browser, wait) -> list:
 def test_search_panel_shows_hits_as_cards(search_server, indexed):
     frame = pd.read_csv(indexed.data)
     ARTIFACTS.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="polymodal-chromium-") as profile:
-        browser = chromium(profile)
-        try:
-            browser.get(search_server.url + "/")
-            wait = WebDriverWait(browser, 30)
-            wait.until(ready.visibility_of_element_located((By.ID, "search-section")))
-            assert "24 vectors of image" in browser.find_element(By.ID, "search-summary").text
+    with chromium() as browser:
+        browser.get(search_server.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(ready.visibility_of_element_located((By.ID, "search-section")))
+        assert "24 vectors of image" in browser.find_element(By.ID, "search-summary").text
 
-            browser.find_element(By.ID, "search-text").send_keys(frame.loc[3, "note"])
-            Select(browser.find_element(By.ID, "search-k")).select_by_visible_text("5")
-            cards = searched(browser, wait)
-            assert len(cards) == 5
-            assert [c.get_attribute("data-rank") for c in cards] == ["1", "2", "3", "4", "5"]
+        browser.find_element(By.ID, "search-text").send_keys(frame.loc[3, "note"])
+        Select(browser.find_element(By.ID, "search-k")).select_by_visible_text("5")
+        cards = searched(browser, wait)
+        assert len(cards) == 5
+        assert [c.get_attribute("data-rank") for c in cards] == ["1", "2", "3", "4", "5"]
 
-            picture = indexed.folder / frame.loc[11, "image"]
-            browser.find_element(By.ID, "search-file").send_keys(str(picture))
-            assert browser.find_element(By.ID, "search-text").get_attribute("value") == ""
-            cards = searched(browser, wait)
-            first = cards[0]
-            assert "score 1.0000" in first.text or "score 0.9999" in first.text
-            assert "images/0011.png" in first.text
-            image = first.find_element(By.TAG_NAME, "img")
-            wait.until(
-                lambda _: browser.execute_script(
-                    "return arguments[0].complete && arguments[0].naturalWidth", image
-                )
+        picture = indexed.folder / frame.loc[11, "image"]
+        browser.find_element(By.ID, "search-file").send_keys(str(picture))
+        assert browser.find_element(By.ID, "search-text").get_attribute("value") == ""
+        cards = searched(browser, wait)
+        first = cards[0]
+        assert "score 1.0000" in first.text or "score 0.9999" in first.text
+        assert "images/0011.png" in first.text
+        image = first.find_element(By.TAG_NAME, "img")
+        wait.until(
+            lambda _: browser.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth", image
             )
-            assert browser.execute_script("return arguments[0].naturalWidth", image) == 64
+        )
+        assert browser.execute_script("return arguments[0].naturalWidth", image) == 64
 
-            browser.find_element(By.ID, "search-file").clear()
-            browser.find_element(By.ID, "search-button").click()
-            wait.until(
-                lambda b: b.find_element(By.ID, "search-error").get_attribute("hidden") is None
-            )
-            assert (
-                "Type a text or choose a file" in browser.find_element(By.ID, "search-error").text
-            )
-            browser.find_element(By.ID, "search-text").send_keys(frame.loc[11, "note"])
-            searched(browser, wait)
-            section = browser.find_element(By.ID, "search-section")
-            browser.execute_script("arguments[0].scrollIntoView()", section)
-            browser.save_screenshot(str(ARTIFACTS / "serving-search.png"))
-        finally:
-            browser.quit()
+        browser.find_element(By.ID, "search-file").clear()
+        browser.find_element(By.ID, "search-button").click()
+        wait.until(lambda b: b.find_element(By.ID, "search-error").get_attribute("hidden") is None)
+        assert "Type a text or choose a file" in browser.find_element(By.ID, "search-error").text
+        browser.find_element(By.ID, "search-text").send_keys(frame.loc[11, "note"])
+        searched(browser, wait)
+        section = browser.find_element(By.ID, "search-section")
+        browser.execute_script("arguments[0].scrollIntoView()", section)
+        browser.save_screenshot(str(ARTIFACTS / "serving-search.png"))
     assert (ARTIFACTS / "serving-search.png").stat().st_size > 1000

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,40 +136,32 @@ window.speechSynthesis.speak = (utterance) => window.spoken.push(utterance.text)
 def test_page_shows_the_transcript_of_an_uploaded_wav_and_reads_it_aloud(live_text_server, spoken):
     reference = spoken.expected(spoken.nbest, ROWS[1:2])
     ARTIFACTS.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="polymodal-chromium-") as profile:
-        browser = chromium(profile)
-        try:
-            browser.get(live_text_server.url + "/")
-            WebDriverWait(browser, 30).until(
-                ready.element_to_be_clickable((By.ID, "predict-button"))
-            )
-            browser.find_element(
-                By.CSS_SELECTOR, 'input[type=file][data-column="sound"]'
-            ).send_keys(str(spoken.sound(ROWS[1])))
-            browser.find_element(By.ID, "predict-button").click()
-            wait_for_result(browser)
-            shown = browser.find_element(By.CSS_SELECTOR, '#result .predicted[data-target="text"]')
-            transcript = reference.loc[0, "text_predicted"]
-            assert shown.text == transcript
-            score = browser.find_element(By.CSS_SELECTOR, "#result .log-probability").text
-            assert f"{reference.loc[0, 'text_log_probability']:.3f}" in score
-            hypotheses = json.loads(reference.loc[0, "text_nbest"])
-            listed = browser.find_elements(By.CSS_SELECTOR, "#result .nbest li")
-            assert len(listed) == len(hypotheses) == 3
-            browser.find_element(By.CSS_SELECTOR, "#result .nbest summary").click()
-            texts = [item.find_element(By.CLASS_NAME, "nbest-text").text for item in listed]
-            assert texts == [h["text"] or "(no text)" for h in hypotheses]
-            assert browser.find_elements(By.CSS_SELECTOR, "#result .bars") == []
-            browser.execute_script(STUB_SPEECH)
-            button = browser.find_element(
-                By.CSS_SELECTOR, '#result button.speak[data-target="text"]'
-            )
-            assert button.text == "Read aloud" and button.is_enabled() == bool(transcript)
-            button.click()
-            assert browser.execute_script("return window.spoken") == [transcript]
-            browser.save_screenshot(str(ARTIFACTS / "serving-page-text.png"))
-        finally:
-            browser.quit()
+    with chromium() as browser:
+        browser.get(live_text_server.url + "/")
+        WebDriverWait(browser, 30).until(ready.element_to_be_clickable((By.ID, "predict-button")))
+        browser.find_element(By.CSS_SELECTOR, 'input[type=file][data-column="sound"]').send_keys(
+            str(spoken.sound(ROWS[1]))
+        )
+        browser.find_element(By.ID, "predict-button").click()
+        wait_for_result(browser)
+        shown = browser.find_element(By.CSS_SELECTOR, '#result .predicted[data-target="text"]')
+        transcript = reference.loc[0, "text_predicted"]
+        assert shown.text == transcript
+        score = browser.find_element(By.CSS_SELECTOR, "#result .log-probability").text
+        assert f"{reference.loc[0, 'text_log_probability']:.3f}" in score
+        hypotheses = json.loads(reference.loc[0, "text_nbest"])
+        listed = browser.find_elements(By.CSS_SELECTOR, "#result .nbest li")
+        assert len(listed) == len(hypotheses) == 3
+        browser.find_element(By.CSS_SELECTOR, "#result .nbest summary").click()
+        texts = [item.find_element(By.CLASS_NAME, "nbest-text").text for item in listed]
+        assert texts == [h["text"] or "(no text)" for h in hypotheses]
+        assert browser.find_elements(By.CSS_SELECTOR, "#result .bars") == []
+        browser.execute_script(STUB_SPEECH)
+        button = browser.find_element(By.CSS_SELECTOR, '#result button.speak[data-target="text"]')
+        assert button.text == "Read aloud" and button.is_enabled() == bool(transcript)
+        button.click()
+        assert browser.execute_script("return window.spoken") == [transcript]
+        browser.save_screenshot(str(ARTIFACTS / "serving-page-text.png"))
     assert (ARTIFACTS / "serving-page-text.png").stat().st_size > 1000
 
 
@@ -189,32 +180,26 @@ window.fetch = async (url, options = {}) => {
 
 def test_a_microphone_recording_goes_straight_to_a_transcript(live_text_server):
     """Record, Stop: the page converts the recording to WAV and predicts without Predict."""
-    with tempfile.TemporaryDirectory(prefix="polymodal-chromium-") as profile:
-        browser = chromium(profile, *FAKE_MICROPHONE)
-        try:
-            browser.get(live_text_server.url + "/")
-            WebDriverWait(browser, 30).until(
-                ready.element_to_be_clickable((By.ID, "predict-button"))
-            )
-            browser.execute_script(WATCH_REQUESTS)
-            record = browser.find_element(By.CSS_SELECTOR, "button.record")
-            assert record.text == "Record"
-            record.click()
-            WebDriverWait(browser, 10).until(lambda _: record.text == "Stop")
-            time.sleep(1.0)
-            record.click()
-            wait_for_result(browser)
-            requests = browser.execute_script("return window.requests")
-            assert [(r["url"], r["status"], r["type"]) for r in requests] == [
-                ("/v1/predict", 200, "audio/wav")
-            ]
-            shown = browser.find_element(By.CSS_SELECTOR, '#result .predicted[data-target="text"]')
-            assert shown.get_attribute("id") == "predicted-0"
-            assert browser.find_element(By.CSS_SELECTOR, "#result button.speak")
-            assert browser.find_element(By.CSS_SELECTOR, ".preview audio")
-            browser.save_screenshot(str(ARTIFACTS / "serving-page-microphone.png"))
-        finally:
-            browser.quit()
+    with chromium(*FAKE_MICROPHONE) as browser:
+        browser.get(live_text_server.url + "/")
+        WebDriverWait(browser, 30).until(ready.element_to_be_clickable((By.ID, "predict-button")))
+        browser.execute_script(WATCH_REQUESTS)
+        record = browser.find_element(By.CSS_SELECTOR, "button.record")
+        assert record.text == "Record"
+        record.click()
+        WebDriverWait(browser, 10).until(lambda _: record.text == "Stop")
+        time.sleep(1.0)
+        record.click()
+        wait_for_result(browser)
+        requests = browser.execute_script("return window.requests")
+        assert [(r["url"], r["status"], r["type"]) for r in requests] == [
+            ("/v1/predict", 200, "audio/wav")
+        ]
+        shown = browser.find_element(By.CSS_SELECTOR, '#result .predicted[data-target="text"]')
+        assert shown.get_attribute("id") == "predicted-0"
+        assert browser.find_element(By.CSS_SELECTOR, "#result button.speak")
+        assert browser.find_element(By.CSS_SELECTOR, ".preview audio")
+        browser.save_screenshot(str(ARTIFACTS / "serving-page-microphone.png"))
 
 
 RECORD_AND_POST = """
@@ -242,14 +227,10 @@ const done = arguments[arguments.length - 1];
 def test_the_server_decodes_what_mediarecorder_records(live_text_server):
     """The page's fallback when the browser cannot decode its own recording: the raw WebM/Opus
     (Ogg in some browsers) blob is posted as it is, and the server decodes it with PyAV."""
-    with tempfile.TemporaryDirectory(prefix="polymodal-chromium-") as profile:
-        browser = chromium(profile, *FAKE_MICROPHONE)
-        try:
-            browser.get(live_text_server.url + "/")
-            browser.set_script_timeout(30)
-            result = browser.execute_async_script(RECORD_AND_POST)
-        finally:
-            browser.quit()
+    with chromium(*FAKE_MICROPHONE) as browser:
+        browser.get(live_text_server.url + "/")
+        browser.set_script_timeout(30)
+        result = browser.execute_async_script(RECORD_AND_POST)
     assert "error" not in result, result
     assert result["type"].startswith(("audio/webm", "audio/ogg")) and result["size"] > 1000
     assert result["status"] == 200, result["body"]
