@@ -35,6 +35,7 @@ from polymodal.explain.scoring import Features, take_rows
 from polymodal.fusion import pooled
 from polymodal.modalities import modality
 from polymodal.model import DataLike, Model, only_input, without_other_inputs
+from polymodal.search.embeddings import described
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -151,8 +152,7 @@ def check_image_input(model: Model, column: str) -> None:
         raise RuntimeError("this Model is not fitted yet: call fit() or Model.load()")
     kinds = model.schema_.kinds
     if column not in kinds:
-        names = ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
-        raise BadInputError(f"no input named {column!r}; the model's inputs: {names}")
+        raise BadInputError(f"no input named {column!r}; the model's inputs: {described(kinds)}")
     if kinds[column] != "image":
         raise BadInputError(
             f"input {column!r} is {kinds[column]}, not an image: similarity attributions "

@@ -7,6 +7,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
+from polymodal.search.embeddings import described
 from polymodal.serving.deps import ServiceDep
 from polymodal.serving.errors import ApiError
 from polymodal.serving.inputs import read_request
@@ -39,12 +40,12 @@ async def embed(
     )
     chosen = column if column is not None else given.get("column")
     kinds = service.model.schema_.kinds
-    described = ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
+    inputs = described(kinds)
     if not isinstance(chosen, str) or not chosen:
-        raise ApiError(422, f"name the input to embed with column=...; the inputs: {described}")
+        raise ApiError(422, f"name the input to embed with column=...; the inputs: {inputs}")
     if chosen not in kinds:
         raise ApiError(
-            422, f"no input named '{chosen}'; the model's inputs: {described}", column=chosen
+            422, f"no input named '{chosen}'; the model's inputs: {inputs}", column=chosen
         )
     vectors, warnings = await service.embed(rows, chosen)
     source = service.source_of.get(chosen, chosen)
