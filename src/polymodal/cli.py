@@ -71,6 +71,9 @@ def train(
         str | None,
         typer.Option(help="target column(s), comma-separated (not for a prepared folder)"),
     ] = None,
+    match: opt.Match = None,
+    positive_by: opt.PositiveBy = None,
+    anchor: opt.Anchor = None,
     config: opt.ConfigFile = None,
     inputs: opt.Inputs = None,
     fusion: opt.Fusion = None,
@@ -126,8 +129,11 @@ def train(
 @friendly_errors
 def prepare(
     data: Annotated[Path, typer.Argument(help="table: CSV, Parquet or JSONL")],
-    target: opt.Target,
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the prepared data")],
+    target: opt.OptionalTarget = None,
+    match: opt.Match = None,
+    positive_by: opt.PositiveBy = None,
+    anchor: opt.Anchor = None,
     config: opt.ConfigFile = None,
     inputs: opt.Inputs = None,
     valid: Annotated[Path | None, typer.Option(help="separate validation table")] = None,

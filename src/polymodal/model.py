@@ -23,7 +23,6 @@ from polymodal.data.cache import FeatureCache
 from polymodal.data.features import FittedSchema, encode_inputs
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.table import Table, read_table
-from polymodal.fusion import pooled
 from polymodal.network import MultimodalNet
 from polymodal.tasks import Task, encode_targets
 from polymodal.training.batches import TensorBatches, to_tensors
@@ -283,7 +282,8 @@ class Model:
     def embed(
         self, data: DataLike, column: str | None = None, log: ProblemLog | None = None
     ) -> np.ndarray:
-        """The fused vector the heads read, for every row: float32 [rows, dim].
+        """One vector per row, float32 [rows, dim]: the fused vector the heads read, or, for
+        a column of a match target, that column's vector in the space the target learned.
 
         With `column`, every other input is masked exactly as a missing one is (and its cells
         are not read), so the vector says what that column alone says: a query of one modality
@@ -298,7 +298,10 @@ class Model:
         features = self.encode(table, log)
         if column is not None:
             features = only_input(features, column)
-        chunks = self._in_batches(features, None, lambda inputs: pooled(self.net_.fuse(inputs)))
+        net = self.net_
+        chunks = self._in_batches(
+            features, None, lambda inputs: net.embedding(net.encode(inputs), column)
+        )
         if not chunks:
             return np.zeros((0, self.config.model.dim), dtype=np.float32)
         vectors = torch.cat(chunks).float().numpy()

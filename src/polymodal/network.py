@@ -13,7 +13,7 @@ from polymodal.config import ModelSettings
 from polymodal.data.features import FittedSchema, InputState
 from polymodal.data.problems import BadInputError
 from polymodal.encoders import DEFAULT_ENCODERS, ENCODERS, EncodedInput
-from polymodal.fusion import FUSIONS, Fused
+from polymodal.fusion import FUSIONS, Fused, pooled
 from polymodal.tasks import task_for
 
 Batch = dict[str, dict[str, torch.Tensor]]
@@ -46,6 +46,7 @@ class MultimodalNet(nn.Module):
         )
         self.fusion = FUSIONS.create(settings.fusion, self.input_names, settings)
         self.tasks = [task_for(state) for state in schema.targets]
+        check_columns_apart(self.tasks, self.input_names)
         self.heads = nn.ModuleList(
             task.head(settings.dim, self.fusion.branches, settings.dropout) for task in self.tasks
         )
@@ -109,21 +110,69 @@ class MultimodalNet(nn.Module):
 
     def forward(self, batch: Batch, targets: dict | None = None) -> dict[str, torch.Tensor]:
         """Raw outputs per target: logits, standardised values for regression, generated
-        hypotheses for text. Given `targets` (training), teacher-forced heads read theirs."""
-        return self.head_outputs(self.fuse(batch), targets)
+        hypotheses for text, embeddings for a match. Given `targets` (training),
+        teacher-forced heads read theirs."""
+        return self.head_outputs(self.encode(batch), targets)
 
-    def head_outputs(self, fused: Fused, targets: dict | None = None) -> dict[str, torch.Tensor]:
+    def head_outputs(
+        self,
+        encoded: dict[str, EncodedInput],
+        targets: dict | None = None,
+        fused: Fused | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Every head's outputs from the encoded inputs (`fused`: their fusion, when the
+        caller has it already)."""
+        fused = self.fusion(encoded) if fused is None else fused
         outputs = {}
         for name, task, head in zip(self.target_names, self.tasks, self.heads, strict=True):
+            if task.fuses_apart:
+                apart = {
+                    column: self.fusion(alone(encoded, column)) for column in task.columns_apart
+                }
+                present = {column: encoded[column].mask.any(dim=1) for column in task.columns_apart}
+                outputs[name] = head(apart, present)
+                continue
             given = targets.get(name) if targets is not None and task.teacher_forced else None
             outputs[name] = head(fused, given[0]) if given is not None else head(fused)
         return outputs
+
+    def embedding(
+        self, encoded: dict[str, EncodedInput], column: str | None = None
+    ) -> torch.Tensor:
+        """One vector per row, [batch, dim]: the space a target defines for `column` (a match
+        target's), else the pooled fusion the heads read. `Model.embed` masks every input
+        but `column` before this."""
+        fused = self.fusion(encoded)
+        for task, head in zip(self.tasks, self.heads, strict=True):
+            vector = task.embedding(head, fused, column)
+            if vector is not None:
+                return vector
+        return pooled(fused)
 
     @property
     def teacher_forced(self) -> bool:
         """Whether some head's training outputs differ from what it predicts (a text head's
         logits vs the text it writes), so validation needs both."""
         return any(task.teacher_forced for task in self.tasks)
+
+
+def alone(encoded: dict[str, EncodedInput], column: str) -> dict[str, EncodedInput]:
+    """Every input but `column` masked, exactly as a missing input is (its tokens unread)."""
+    return {
+        name: item if name == column else EncodedInput(item.tokens, torch.zeros_like(item.mask))
+        for name, item in encoded.items()
+    }
+
+
+def check_columns_apart(tasks: list, inputs: list[str]) -> None:
+    """A head that reads columns fused alone needs each of them as an input."""
+    for task in tasks:
+        missing = [column for column in task.columns_apart if column not in inputs]
+        if missing:
+            raise BadInputError(
+                f"target '{task.state.column}' reads {', '.join(missing)}, which the model "
+                f"does not take as inputs (its inputs: {', '.join(inputs)})"
+            )
 
 
 def drop_modalities(

@@ -50,6 +50,32 @@ def set_decoders(config: Config, values: list[str]) -> None:
         target.options["decoder"] = source
 
 
+def add_match(config: Config, value: str) -> None:
+    """`--match image=caption[=audio]`: a match target over those columns (the `match` task
+    checks them when fitted); it replaces a match target the config named."""
+    columns = [part.strip() for part in value.split("=") if part.strip()]
+    if len(columns) < 2:
+        raise ConfigError(
+            f"--match {value}: name two or more columns joined by '=', e.g. image=caption"
+        )
+    others = [target for target in config.targets if target.task != "match"]
+    match = TargetConfig(column="=".join(columns), task="match", options={"columns": columns})
+    config.targets = [*others, match]
+
+
+def set_match_option(key: str) -> Callable[[Config, Any], None]:
+    """`--positive-by` / `--anchor`: a setting of the match target, which must be named."""
+
+    def edit(config: Config, value: Any) -> None:
+        matches = [target for target in config.targets if target.task == "match"]
+        if not matches:
+            raise ConfigError(f"{flag(key)} {value}: only with --match (or a match target)")
+        for target in matches:
+            target.options[key] = value
+
+    return edit
+
+
 @dataclass(frozen=True)
 class ConfigOption:
     """Where one option lands: `path` is the dotted `Config` field; `edit`, when given,
@@ -75,6 +101,9 @@ class ConfigOption:
 CONFIG_OPTIONS: dict[str, ConfigOption] = {
     "target": ConfigOption("targets", edit=set_targets),
     "decoder": ConfigOption("targets", edit=set_decoders),  # after the targets are named
+    "match": ConfigOption("targets", edit=add_match),
+    "positive_by": ConfigOption("targets", edit=set_match_option("positive_by")),
+    "anchor": ConfigOption("targets", edit=set_match_option("anchor")),
     "inputs": ConfigOption("inputs", parse=split_list),
     "fusion": ConfigOption("model.fusion"),
     "epochs": ConfigOption("train.max_epochs"),
@@ -127,6 +156,26 @@ def settings_from(config_path: Path | None, given: Mapping[str, Any]) -> Config:
 # The options' definitions, shared by `train` and `compare`. None: not given (the config wins).
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config")]
 Target = Annotated[str, typer.Option("--target", help="target column(s), comma-separated")]
+OptionalTarget = Annotated[
+    str | None, typer.Option("--target", help="target column(s), comma-separated (or --match)")
+]
+Match = Annotated[
+    str | None,
+    typer.Option(
+        "--match",
+        help="COLUMN=COLUMN[=...]: train those columns into one embedding space (contrastive)",
+    ),
+]
+PositiveBy = Annotated[
+    str | None,
+    typer.Option("--positive-by", help="--match: rows sharing this column's value are positives"),
+]
+Anchor = Annotated[
+    str | None,
+    typer.Option(
+        "--anchor", help="--match of 3+ columns: pair each with this one (else all pairs)"
+    ),
+]
 Inputs = Annotated[str | None, typer.Option("--inputs", help="input columns, comma-separated")]
 Fusion = Annotated[str | None, typer.Option("--fusion", help="concat, late or attention")]
 Epochs = Annotated[int | None, typer.Option("--epochs", help="maximum epochs")]

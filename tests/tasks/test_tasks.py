@@ -129,7 +129,9 @@ def test_state_round_trips_through_json(task_name):
 def test_task_inference(cells, expected):
     import pandas as pd
 
-    state = fit_target(pd.Series(cells, dtype=object), TargetConfig(column="y"), "t.csv")
+    state = fit_target(
+        pd.DataFrame({"y": pd.Series(cells, dtype=object)}), TargetConfig(column="y"), "t.csv"
+    )
     assert state.task == expected
 
 
@@ -137,4 +139,8 @@ def test_unknown_task_names_the_known_ones():
     import pandas as pd
 
     with pytest.raises(KeyError, match="multiclass"):
-        fit_target(pd.Series(["a", "b"]), TargetConfig(column="y", task="ranking"), "t.csv")
+        fit_target(
+            pd.DataFrame({"y": pd.Series(["a", "b"])}),
+            TargetConfig(column="y", task="ranking"),
+            "t.csv",
+        )

@@ -30,7 +30,7 @@ SENTENCES = [f"a {c} {s} left of a {d}" for c in ("red", "blue") for s in WORDS[
 
 def text_state(cells=SENTENCES, **options):
     config = TargetConfig(column="y", task="text", options=options)
-    return fit_target(pd.Series(cells, dtype=object), config, "t.csv")
+    return fit_target(pd.DataFrame({"y": pd.Series(cells, dtype=object)}), config, "t.csv")
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "char"])
@@ -65,13 +65,24 @@ def test_truncation_keeps_the_end_token():
 def test_nearly_unique_strings_become_text_and_are_refused_as_classes():
     assert text_state().task == "text"
     config = TargetConfig(column="y", task="text")
-    assert fit_target(pd.Series(SENTENCES[:5]), config, "t.csv").task == "text"  # as asked
+    assert (
+        fit_target(pd.DataFrame({"y": pd.Series(SENTENCES[:5])}), config, "t.csv").task == "text"
+    )  # as asked
     labels = pd.Series(["cat", "dog"] * 30)
-    assert fit_target(labels, TargetConfig(column="y"), "t.csv").task == "binary"
+    assert (
+        fit_target(pd.DataFrame({"y": labels}), TargetConfig(column="y"), "t.csv").task == "binary"
+    )
     numbers = pd.Series([float(i) / 7 for i in range(50)])
-    assert fit_target(numbers, TargetConfig(column="y"), "t.csv").task == "regression"
+    assert (
+        fit_target(pd.DataFrame({"y": numbers}), TargetConfig(column="y"), "t.csv").task
+        == "regression"
+    )
     with pytest.raises(BadInputError, match=r"100 distinct values in 100 rows.*task: text"):
-        fit_target(pd.Series(SENTENCES), TargetConfig(column="y", task="multiclass"), "t.csv")
+        fit_target(
+            pd.DataFrame({"y": pd.Series(SENTENCES)}),
+            TargetConfig(column="y", task="multiclass"),
+            "t.csv",
+        )
 
 
 def test_bad_options_are_one_line_errors():
@@ -284,4 +295,6 @@ def test_tasks_without_options_refuse_them():
     with pytest.raises(
         BadInputError, match=r"multiclass target, which takes no options \(given: beam"
     ):
-        fit_target(labels, TargetConfig(column="y", options={"beam": 2}), "t.csv")
+        fit_target(
+            pd.DataFrame({"y": labels}), TargetConfig(column="y", options={"beam": 2}), "t.csv"
+        )

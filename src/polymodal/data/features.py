@@ -48,20 +48,15 @@ class FittedSchema(BaseModel):
 
 def fit_schema(table: Table, rows: np.ndarray, config: Config) -> FittedSchema:
     """Learn preprocessing from the training rows only (no peeking at validation or test)."""
-    frame = table.frame
-    target_names = [target.column for target in config.targets]
-    for target in target_names:
-        if target not in frame.columns:
-            raise_missing_column(table, target, "target")
-    kinds = resolve_inputs(table, config, target_names)
-    train = frame.iloc[rows]
+    train = table.frame.iloc[rows]
+    targets = [fit_target(train, t, table.name) for t in config.targets]  # first: a missing one
+    kinds = resolve_inputs(table, config, [target.column for target in config.targets])
     inputs = []
     for name, kind in kinds.items():
         override = config.columns.get(name)
         source = override.source if override and override.source else name
         cells = train[source].tolist()
         inputs.append(_fit_input(kind, cells, name, source, table, config))
-    targets = [fit_target(train[t.column], t, table.name) for t in config.targets]
     return FittedSchema(inputs=inputs, targets=targets)
 
 

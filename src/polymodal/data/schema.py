@@ -92,7 +92,8 @@ def resolve_inputs(table: Table, config: Config, targets: list[str]) -> dict[str
     """Input column → kind, after config overrides and `inputs` selection. Errors are one line."""
     frame = table.frame
     known = set(frame.columns) | set(config.columns)
-    for name in config.inputs or []:
+    chosen = config.inputs or inputs_named_by_targets(config)
+    for name in chosen or []:
         if name not in known:
             raise BadInputError(
                 f"{table.name}: no column '{name}' (columns: {sorted(frame.columns)})"
@@ -101,10 +102,10 @@ def resolve_inputs(table: Table, config: Config, targets: list[str]) -> dict[str
         source = column.source or name
         if source not in frame.columns:
             raise BadInputError(f"config: column '{name}' reads '{source}', which the table lacks")
-    names = config.inputs or [c for c in frame.columns if c not in targets and c != SPLIT_COLUMN]
+    names = chosen or [c for c in frame.columns if c not in targets and c != SPLIT_COLUMN]
     names += [n for n in config.columns if config.columns[n].source and n not in names]
-    if config.inputs:
-        names = [n for n in names if n in config.inputs]
+    if chosen:
+        names = [n for n in names if n in chosen]
     kinds: dict[str, str] = {}
     for name in names:
         if name in targets:
@@ -119,6 +120,15 @@ def resolve_inputs(table: Table, config: Config, targets: list[str]) -> dict[str
     if not kinds:
         raise BadInputError(f"{table.name}: no usable input columns besides the target")
     return kinds
+
+
+def inputs_named_by_targets(config: Config) -> list[str] | None:
+    """The inputs the targets name (a match target's columns); None: all but the targets."""
+    if not any(target.task for target in config.targets):
+        return None  # an inferred task never names its inputs; no need to import torch
+    from polymodal.tasks.targets import target_inputs
+
+    return target_inputs(config.targets)
 
 
 def known_kind(column: str, kind: str) -> str:

@@ -55,7 +55,7 @@ class Runner:
     def heads(self, encoded: Encoded, targets: dict | None = None) -> dict[str, torch.Tensor]:
         """Every head's outputs; with `targets`, a teacher-forced head's training outputs (the
         ones its loss is defined on)."""
-        return self.net.head_outputs(self.net.fusion(encoded), targets)
+        return self.net.head_outputs(encoded, targets)
 
     def outputs(
         self, keep: set[str] | frozenset[str] | None = None, replace: Features | None = None

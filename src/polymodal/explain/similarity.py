@@ -32,7 +32,6 @@ from polymodal.data.table import Table, read_table
 from polymodal.explain.attributions import STEPS, InputAttribution, row_encoded_with
 from polymodal.explain.runner import Runner
 from polymodal.explain.scoring import Features, take_rows
-from polymodal.fusion import pooled
 from polymodal.modalities import modality
 from polymodal.model import DataLike, Model, only_input, without_other_inputs
 from polymodal.search.embeddings import described
@@ -141,7 +140,7 @@ def similarity_forward(
 
     def forward(values: torch.Tensor) -> torch.Tensor:
         encoded = row_encoded_with(runner, column, values)
-        vectors = pooled(runner.net.fusion(encoded)).float()
+        vectors = runner.net.embedding(encoded, column).float()
         return similarity(vectors, query, metric)
 
     return forward

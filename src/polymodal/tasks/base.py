@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from polymodal.config import TargetConfig
+from polymodal.data.problems import BadInputError
 from polymodal.fusion.base import Fused
 from polymodal.registry import Registry
 
@@ -111,11 +112,33 @@ class Task:
     attributable: ClassVar[bool] = True
     takes_options: ClassVar[bool] = False  # reads `TargetConfig.options` (others refuse them)
     writes_text: ClassVar[bool] = False  # `predicted` is free text: the page can read it aloud
+    # True: the head is given each of `columns` fused alone (every other input masked as
+    # missing), not all inputs fused together: a match target embeds each column on its own.
+    fuses_apart: ClassVar[bool] = False
 
     def __init__(self, state: TargetState) -> None:
         self.state = state
 
     # ---------------------------------------------------------------- the target
+    @classmethod
+    def cells(
+        cls, frame: pd.DataFrame, config: TargetConfig | TargetState, table_name: str
+    ) -> list:
+        """The target's cells, one per row of `frame`: its column's values. A match target
+        without a key column reads row positions instead (each row is its own pair)."""
+        if config.column not in frame.columns:
+            columns = ", ".join(map(str, frame.columns))
+            raise BadInputError(
+                f"{table_name}: no target column '{config.column}' (columns: {columns})"
+            )
+        return frame[config.column].tolist()
+
+    @classmethod
+    def input_columns(cls, config: TargetConfig) -> list[str] | None:
+        """The input columns this target reads, when it names them (a match target's
+        columns); None: every column that is not a target."""
+        return None
+
     @classmethod
     def claims(cls, values: list) -> bool:
         """Whether inference should pick this task for a column with these (non-missing)
@@ -149,6 +172,16 @@ class Task:
 
     def head(self, dim: int, branches: int, dropout: float) -> nn.Module:
         return Head(self.outputs, dim, branches, dropout)
+
+    @property
+    def columns_apart(self) -> list[str]:
+        """With `fuses_apart`: the input columns the head is given, each fused alone."""
+        return []
+
+    def embedding(self, head: nn.Module, fused: Fused, column: str | None) -> torch.Tensor | None:
+        """The vector `Model.embed` returns for `column` (fused alone) when this target
+        defines an embedding space for it (a match target's shared space); None: not one."""
+        return None
 
     def loss(
         self, outputs: torch.Tensor, target: torch.Tensor, known: torch.Tensor

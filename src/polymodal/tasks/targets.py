@@ -9,7 +9,7 @@ from polymodal.config import TargetConfig
 from polymodal.data.column import is_missing
 from polymodal.data.problems import BadInputError
 from polymodal.data.table import Table
-from polymodal.tasks.base import TASKS, TargetState, task_for
+from polymodal.tasks.base import TASKS, TargetState, Task, task_for
 
 
 def infer_task(values: list, config: TargetConfig) -> str:
@@ -29,8 +29,15 @@ def infer_task(values: list, config: TargetConfig) -> str:
     raise BadInputError(f"target '{config.column}': no task fits its values; set targets.task")
 
 
-def fit_target(series: pd.Series, config: TargetConfig, table_name: str) -> TargetState:
-    values = [v for v in series.tolist() if not is_missing(v)]
+def task_class(config: TargetConfig) -> type[Task]:
+    """The configured task's class; the base class (plain column cells) while inferring."""
+    return TASKS.get(config.task) if config.task else Task
+
+
+def fit_target(frame: pd.DataFrame, config: TargetConfig, table_name: str) -> TargetState:
+    """The fitted state of one target from the training rows `frame`."""
+    cells = task_class(config).cells(frame, config, table_name)
+    values = [v for v in cells if not is_missing(v)]
     if not values:
         raise BadInputError(f"{table_name}: target '{config.column}' has no values")
     task = TASKS.get(infer_task(values, config))
@@ -48,10 +55,15 @@ def encode_targets(
     """(values, known) per target of `table`; every target column must be there."""
     out = {}
     for state in states:
-        if state.column not in table.frame.columns:
-            columns = ", ".join(map(str, table.frame.columns))
-            raise BadInputError(
-                f"{table.name}: no target column '{state.column}' (columns: {columns})"
-            )
-        out[state.column] = task_for(state).encode(table.frame[state.column].tolist())
+        task = task_for(state)
+        out[state.column] = task.encode(task.cells(table.frame, state, table.name))
     return out
+
+
+def target_inputs(configs: list[TargetConfig]) -> list[str] | None:
+    """The input columns the targets name (a match target's columns), when every target
+    names them; None: the inputs are every column that is not a target."""
+    named = [task_class(config).input_columns(config) for config in configs]
+    if not named or any(columns is None for columns in named):
+        return None
+    return list(dict.fromkeys(column for columns in named for column in columns))

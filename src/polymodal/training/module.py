@@ -64,11 +64,14 @@ class PolymodalModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_index: int) -> None:
-        fused = self.net.fuse(batch["inputs"])
-        outputs = self.net.head_outputs(fused, batch["targets"])
+        encoded = self.net.encode(batch["inputs"])
+        fused = self.net.fusion(encoded)
+        outputs = self.net.head_outputs(encoded, batch["targets"], fused)
         loss = self.combined_loss(outputs, batch["targets"])
         self.log("val_loss", loss, prog_bar=True, batch_size=self._size(batch))
-        predicted = self.net.head_outputs(fused) if self.net.teacher_forced else outputs
+        predicted = (
+            self.net.head_outputs(encoded, fused=fused) if self.net.teacher_forced else outputs
+        )
         self._valid_outputs.append(
             {name: (predicted[name].detach().float().cpu(), *[t.cpu() for t in batch["targets"][name]])
              for name in self.net.target_names}

@@ -1,7 +1,7 @@
 """Match targets: several columns trained into one embedding space (contrastive retrieval).
 
-This package holds the match task's parts: the contrastive losses (:mod:`.loss`) and the
-retrieval metrics (:mod:`.metrics`). The task itself lands next; nothing here registers one.
+The task (:mod:`.task`, registered as `match`), its contrastive losses (:mod:`.loss`) and its
+retrieval metrics (:mod:`.metrics`).
 """
 
 from polymodal.tasks.match.loss import (
@@ -12,13 +12,16 @@ from polymodal.tasks.match.loss import (
     pair_losses,
 )
 from polymodal.tasks.match.metrics import both_directions, retrieval_metrics
+from polymodal.tasks.match.task import MatchTask, match_target
 
 __all__ = [
     "LearnedTemperature",
+    "MatchTask",
     "both_directions",
     "column_pairs",
     "gathered_info_nce",
     "info_nce",
+    "match_target",
     "pair_losses",
     "retrieval_metrics",
 ]

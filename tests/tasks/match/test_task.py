@@ -1,0 +1,247 @@
+"""The match task end to end: columns trained into one space, ranked, embedded and searched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from polymodal import Model
+from polymodal.cli import app
+from polymodal.config import Config
+from polymodal.data.cache import FeatureCache
+from polymodal.data.problems import BadInputError
+from polymodal.demo import draw_shape
+from polymodal.options import apply_options
+from polymodal.tasks import TargetState, task_for
+from polymodal.tasks.match import info_nce, match_target
+from polymodal.tasks.match.loss import MAX_SCALE
+from tests.media import tiny_config, write_wav
+
+runner = CliRunner()
+# Each class is a coloured shape, a pitch and a phrase: every column alone tells the class.
+CLASSES = {
+    "red-circle": ("circle", "red", 330.0),
+    "red-square": ("square", "red", 660.0),
+    "blue-circle": ("circle", "blue", 1320.0),
+    "blue-square": ("square", "blue", 2000.0),
+}
+
+
+def paired_classes(folder: Path, rows: int = 96, seed: int = 0) -> Path:
+    records = []
+    names = list(CLASSES)
+    for index in range(rows):
+        label = names[index % len(names)]
+        shape, colour, pitch = CLASSES[label]
+        drawn = seed * 100_000 + index
+        rng = np.random.default_rng(drawn)
+        (folder / "img").mkdir(parents=True, exist_ok=True)
+        draw_shape(shape, colour, rng).save(folder / "img" / f"{index}.png")
+        write_wav(folder / "snd" / f"{index}.wav", pitch, seed=drawn)
+        split = "test" if index % 6 == 5 else "train"
+        records.append(
+            {
+                "image": f"img/{index}.png",
+                "sound": f"snd/{index}.wav",
+                "note": f"a {colour} {shape}",
+                "label": label,
+                "split": split,
+            }
+        )
+    path = folder / "data.csv"
+    pd.DataFrame(records).to_csv(path, index=False)
+    return path
+
+
+def match_config(columns: list[str], positive_by: str | None = "label", epochs: int = 12) -> Config:
+    config = tiny_config(max_epochs=epochs)
+    config.targets = [match_target(columns, positive_by=positive_by)]
+    return config
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return paired_classes(tmp_path_factory.mktemp("paired"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(data, tmp_path_factory) -> Path:
+    cache = FeatureCache(tmp_path_factory.mktemp("cache"))
+    out = tmp_path_factory.mktemp("model") / "m"
+    Model(config=match_config(["image", "sound"]), cache=cache).fit(data, out=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(model_dir) -> Model:
+    return Model.load(model_dir)
+
+
+# ------------------------------------------------------------------------- training
+def test_sound_finds_images_of_its_class_well_above_chance(model, data):
+    metrics = model.metrics_["test"]["image=sound"]
+    assert metrics["rows"] == 16
+    # four classes: a random ranking puts a positive first a quarter of the time
+    assert metrics["sound→image/precision@1"] >= 0.75, metrics
+    assert metrics["image→sound/precision@1"] >= 0.75, metrics
+    assert metrics["mAP"] == pytest.approx(
+        np.mean([metrics["sound→image/mAP"], metrics["image→sound/mAP"]])
+    )
+
+
+def test_only_the_matched_columns_are_inputs_and_the_key_column_is_not(model):
+    assert [state.column for state in model.schema_.inputs] == ["image", "sound"]
+
+
+def test_evaluate_gives_the_metrics_fit_reported_on_the_same_rows(model, data):
+    table = pd.read_csv(data)
+    test_rows = table[table.split == "test"]
+    again = model.evaluate(
+        test_rows.assign(
+            image=[str(data.parent / p) for p in test_rows.image],
+            sound=[str(data.parent / p) for p in test_rows.sound],
+        )
+    )
+    reported = model.metrics_["test"]["image=sound"]
+    for key in ("sound→image/precision@1", "image→sound/mAP", "median_rank"):
+        assert again["image=sound"][key] == pytest.approx(reported[key], abs=1e-6)
+
+
+def test_the_temperature_starts_at_clip_value_and_is_learned(model):
+    head = model.head("image=sound")
+    scale = float(head.temperature().detach())
+    assert scale != pytest.approx(1 / 0.07, rel=1e-4)  # it moved while training
+    assert 0 < scale <= MAX_SCALE
+
+
+# ------------------------------------------------------------------- embeddings
+def test_embed_of_a_column_is_its_unit_vector_in_the_shared_space(model, data):
+    images = model.embed(data, column="image")
+    sounds = model.embed(data, column="sound")
+    assert np.allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-5)
+    decoded = model.decode(model.raw_outputs(data))["image=sound"]
+    assert np.allclose(images, decoded["embeddings"][:, 0], atol=1e-5)
+    assert np.allclose(sounds, decoded["embeddings"][:, 1], atol=1e-5)
+    similarity = (images * sounds).sum(axis=1)
+    assert np.allclose(similarity, decoded["image=sound"], atol=1e-5)
+
+
+def test_predict_writes_each_rows_pair_similarity(model, data):
+    frame = model.predict(data)
+    assert list(frame.columns) == ["image=sound_similarity"]
+    assert frame["image=sound_similarity"].between(-1, 1).all()
+
+
+def test_a_missing_column_gives_no_similarity_and_no_vector(model, data, tmp_path):
+    table = pd.read_csv(data).head(4)
+    table.loc[1, "sound"] = None
+    table["image"] = [str(data.parent / p) for p in table.image]
+    table["sound"] = [str(data.parent / p) if isinstance(p, str) else p for p in table.sound]
+    frame = model.predict(table)
+    assert np.isnan(frame["image=sound_similarity"][1])
+    assert not np.isnan(frame["image=sound_similarity"]).drop(index=1).any()
+    assert np.isnan(model.embed(table, column="sound")[1]).all()
+
+
+# ------------------------------------------------------------------------- the loss
+def test_the_loss_is_info_nce_over_rows_where_both_columns_are_present():
+    state = TargetState(column="a=b", task="match", options={"columns": ["a", "b"]})
+    task = task_for(state)
+    task.head(dim=8, branches=1, dropout=0.0)
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.nn.functional.normalize(torch.randn(6, 2, 8, generator=generator), dim=-1)
+    present = torch.ones(6, 2)
+    present[2, 1] = 0  # row 2 lacks b: it adds nothing
+    outputs = torch.cat([vectors, present[..., None]], dim=-1)
+    keys = torch.arange(6)
+    rows = torch.tensor([0, 1, 3, 4, 5])
+    expected = info_nce(vectors[rows, 0], vectors[rows, 1], 1 / 0.07)
+    loss = task.loss(outputs, keys, torch.ones(6, dtype=torch.bool))
+    assert float(loss) == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_positive_by_makes_rows_of_one_class_positives():
+    state = TargetState(
+        column="a=b", task="match", options={"columns": ["a", "b"], "positive_by": "label"}
+    )
+    task = task_for(state)
+    task.head(dim=8, branches=1, dropout=0.0)
+    vectors = torch.nn.functional.normalize(torch.randn(4, 2, 8), dim=-1)
+    outputs = torch.cat([vectors, torch.ones(4, 2, 1)], dim=-1)
+    keys = torch.tensor([7, 7, 9, 9])
+    positives = keys[:, None] == keys[None]
+    expected = info_nce(vectors[:, 0], vectors[:, 1], 1 / 0.07, positives)
+    assert float(task.loss(outputs, keys, torch.ones(4, dtype=torch.bool))) == pytest.approx(
+        float(expected), abs=1e-5
+    )
+
+
+def test_keys_are_stable_hashes_of_the_values_and_row_positions_without_one():
+    by_label = task_for(
+        TargetState(column="a=b", task="match", options={"columns": ["a", "b"], "positive_by": "k"})
+    )
+    keys, known = by_label.encode(["x", "y", "x", None])
+    assert keys[0] == keys[2] != keys[1]
+    assert known.tolist() == [True, True, True, False]
+    own = task_for(TargetState(column="a=b", task="match", options={"columns": ["a", "b"]}))
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": [4, 5, 6]})
+    keys, known = own.encode(own.cells(frame, own.state, "t.csv"))
+    assert keys.tolist() == [0, 1, 2] and known.all()
+
+
+# ------------------------------------------------------------------ the options
+def test_the_cli_options_make_one_match_target():
+    config = apply_options(Config(), {"match": "image=sound", "positive_by": "label"})
+    (target,) = config.targets
+    assert target.column == "image=sound" and target.task == "match"
+    assert target.options == {"columns": ["image", "sound"], "positive_by": "label"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--match", "image"], "two or more columns"),
+        (["--target", "label", "--positive-by", "label"], "only with --match"),
+        (["--match", "image=sound", "--positive-by", "image"], "is one of the matched columns"),
+        (["--match", "image=sound", "--anchor", "note"], "is not one of its columns"),
+        (["--match", "image=nothing"], "nothing"),
+        (["--match", "image=sound", "--positive-by", "nothing"], "--positive-by nothing"),
+    ],
+)
+def test_bad_match_options_are_one_line_errors(data, tmp_path, args, message):
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), *args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert message in " ".join(result.output.split())
+
+
+def test_a_match_with_one_distinct_key_is_refused(data, tmp_path):
+    table = pd.read_csv(data).assign(label="same")
+    table["image"] = [str(data.parent / p) for p in table.image]
+    table["sound"] = [str(data.parent / p) for p in table.sound]
+    with pytest.raises(BadInputError, match="one value"):
+        Model(config=match_config(["image", "sound"], epochs=1)).fit(table)
+
+
+# ------------------------------------------------------------------------ search
+def test_a_sound_query_finds_images_of_its_class_in_an_image_index(model_dir, data, tmp_path):
+    db = tmp_path / "images"
+    result = runner.invoke(
+        app, ["index", str(model_dir), str(data), "--column", "image", "--db", str(db)]
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(data)
+    hits_of_own_class = []
+    for row in table.index[table.split == "test"][:8]:
+        query = data.parent / table.sound[row]
+        found = runner.invoke(app, ["search", str(db), "--audio", str(query), "--k", "1", "--json"])
+        assert found.exit_code == 0, found.output
+        (hit,) = [json.loads(line) for line in found.stdout.splitlines()]
+        hits_of_own_class.append(hit["label"] == table.label[row])
+    assert np.mean(hits_of_own_class) >= 0.75
