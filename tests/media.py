@@ -124,3 +124,40 @@ def tiny_config(**train: object) -> Config:
     for key, value in train.items():
         setattr(config.train, key, value)
     return config
+
+
+# Each class is a coloured shape, a pitch and a phrase: every column alone tells the class.
+CLASSES = {
+    "red-circle": ("circle", "red", 330.0),
+    "red-square": ("square", "red", 660.0),
+    "blue-circle": ("circle", "blue", 1320.0),
+    "blue-square": ("square", "blue", 2000.0),
+}
+
+
+def paired_classes(folder: Path, rows: int = 96, seed: int = 0) -> Path:
+    """A CSV of `image`, `sound` and `note` columns that each tell the row's `label` alone
+    (a match of any two by label can be learned), with a train/test `split`."""
+    records = []
+    names = list(CLASSES)
+    for index in range(rows):
+        label = names[index % len(names)]
+        shape, colour, pitch = CLASSES[label]
+        drawn = seed * 100_000 + index
+        rng = np.random.default_rng(drawn)
+        (folder / "img").mkdir(parents=True, exist_ok=True)
+        draw_shape(shape, colour, rng).save(folder / "img" / f"{index}.png")
+        write_wav(folder / "snd" / f"{index}.wav", pitch, seed=drawn)
+        split = "test" if index % 6 == 5 else "train"
+        records.append(
+            {
+                "image": f"img/{index}.png",
+                "sound": f"snd/{index}.wav",
+                "note": f"a {colour} {shape}",
+                "label": label,
+                "split": split,
+            }
+        )
+    path = folder / "data.csv"
+    pd.DataFrame(records).to_csv(path, index=False)
+    return path

@@ -16,47 +16,13 @@ from polymodal.cli import app
 from polymodal.config import Config
 from polymodal.data.cache import FeatureCache
 from polymodal.data.problems import BadInputError
-from polymodal.demo import draw_shape
 from polymodal.options import apply_options
 from polymodal.tasks import TargetState, task_for
 from polymodal.tasks.match import info_nce, match_target
 from polymodal.tasks.match.loss import MAX_SCALE
-from tests.media import tiny_config, write_wav
+from tests.media import paired_classes, tiny_config
 
 runner = CliRunner()
-# Each class is a coloured shape, a pitch and a phrase: every column alone tells the class.
-CLASSES = {
-    "red-circle": ("circle", "red", 330.0),
-    "red-square": ("square", "red", 660.0),
-    "blue-circle": ("circle", "blue", 1320.0),
-    "blue-square": ("square", "blue", 2000.0),
-}
-
-
-def paired_classes(folder: Path, rows: int = 96, seed: int = 0) -> Path:
-    records = []
-    names = list(CLASSES)
-    for index in range(rows):
-        label = names[index % len(names)]
-        shape, colour, pitch = CLASSES[label]
-        drawn = seed * 100_000 + index
-        rng = np.random.default_rng(drawn)
-        (folder / "img").mkdir(parents=True, exist_ok=True)
-        draw_shape(shape, colour, rng).save(folder / "img" / f"{index}.png")
-        write_wav(folder / "snd" / f"{index}.wav", pitch, seed=drawn)
-        split = "test" if index % 6 == 5 else "train"
-        records.append(
-            {
-                "image": f"img/{index}.png",
-                "sound": f"snd/{index}.wav",
-                "note": f"a {colour} {shape}",
-                "label": label,
-                "split": split,
-            }
-        )
-    path = folder / "data.csv"
-    pd.DataFrame(records).to_csv(path, index=False)
-    return path
 
 
 def match_config(columns: list[str], positive_by: str | None = "label", epochs: int = 12) -> Config:
