@@ -148,13 +148,55 @@ def test_positive_by_makes_rows_of_one_class_positives():
     )
 
 
-def test_keys_are_stable_hashes_of_the_values_and_row_positions_without_one():
+def test_class_proxies_add_each_columns_cross_entropy_against_them():
+    state = TargetState(
+        column="a=b",
+        task="match",
+        classes=["x", "y"],
+        options={"columns": ["a", "b"], "positive_by": "label"},
+    )
+    task = task_for(state)
+    head = task.head(dim=8, branches=1, dropout=0.0)
+    vectors = torch.nn.functional.normalize(torch.randn(4, 2, 8), dim=-1)
+    present = torch.ones(4, 2)
+    present[3, 0] = 0  # row 3 lacks a: no pair, and no proxy term for its a
+    outputs = torch.cat([vectors, present[..., None]], dim=-1)
+    keys = torch.tensor([0, 1, 0, 1])
+    known = torch.ones(4, dtype=torch.bool)
+    scale = 1 / 0.07
+    rows = torch.tensor([0, 1, 2])
+    pairs = info_nce(
+        vectors[rows, 0], vectors[rows, 1], scale, keys[rows][:, None] == keys[rows][None]
+    )
+    proxies = torch.nn.functional.normalize(head.proxies.detach(), dim=-1)
+    by_a = torch.nn.functional.cross_entropy(scale * vectors[rows, 0] @ proxies.T, keys[rows])
+    by_b = torch.nn.functional.cross_entropy(scale * vectors[:, 1] @ proxies.T, keys)
+    expected = pairs + (by_a + by_b) / 2
+    assert float(task.loss(outputs, keys, known)) == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_a_value_unseen_in_training_keeps_its_own_key_above_the_classes():
+    state = TargetState(
+        column="a=b",
+        task="match",
+        classes=["x", "y"],
+        options={"columns": ["a", "b"], "positive_by": "label"},
+    )
+    keys, known = task_for(state).encode(["y", "new", "x", "new", "other"])
+    assert keys[0] == 1 and keys[2] == 0
+    assert keys[1] == keys[3] >= 2 and keys[4] >= 2 and keys[4] != keys[1]
+    assert known.all()
+
+
+def test_keys_without_fitted_classes_are_stable_hashes_and_row_positions_without_a_key():
     by_label = task_for(
         TargetState(column="a=b", task="match", options={"columns": ["a", "b"], "positive_by": "k"})
     )
     keys, known = by_label.encode(["x", "y", "x", None])
     assert keys[0] == keys[2] != keys[1]
     assert known.tolist() == [True, True, True, False]
+    again, _ = by_label.encode(["y"])
+    assert again[0] == keys[1]  # the same in every call (and process: not Python's hash)
     own = task_for(TargetState(column="a=b", task="match", options={"columns": ["a", "b"]}))
     frame = pd.DataFrame({"a": [1, 2, 3], "b": [4, 5, 6]})
     keys, known = own.encode(own.cells(frame, own.state, "t.csv"))

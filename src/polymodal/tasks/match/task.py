@@ -44,6 +44,12 @@ class MatchOptions(BaseModel):
     positive_by: str | None = Field(
         None, description="rows sharing this column's value are positives (class level)"
     )
+    proxies: bool = Field(
+        True,
+        description="with positive_by: also pull each column's vectors to a learned vector per "
+        "class, shared by all columns (Proxy-NCA), so every tower learns the classes as a "
+        "classifier would and all towers meet at the same points",
+    )
 
 
 def match_target(
@@ -80,22 +86,30 @@ def parse_options(config: TargetConfig | TargetState, table_name: str = "config"
     return options
 
 
+UNSEEN_KEYS = (1 << 62) - 1  # a value unseen in training gets a key in [classes, 2^62)
+
+
 def stable_key(value: object) -> int:
     """An int64 key of a cell's value, the same in every process and run (not `hash`)."""
     digest = hashlib.blake2b(str(value).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
 
 
-class MatchHead(nn.Module):
-    """One projection per column into the shared space, and the learned temperature."""
+MAX_PROXIES = 10_000  # more classes than this are groups of a few rows, not classes
 
-    def __init__(self, columns: list[str], dim: int) -> None:
+
+class MatchHead(nn.Module):
+    """One projection per column into the shared space, the learned temperature and, for a
+    match by class, one learned vector per class (its proxy)."""
+
+    def __init__(self, columns: list[str], dim: int, classes: int = 0) -> None:
         super().__init__()
         self.columns = columns
         self.projections = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim)) for _ in columns
         )
         self.temperature = LearnedTemperature()
+        self.proxies = nn.Parameter(torch.randn(classes, dim) * 0.02) if classes else None
 
     def project(self, column: str, features: torch.Tensor) -> torch.Tensor:
         """[batch, dim] pooled features of `column` alone → unit vectors in the shared space."""
@@ -162,24 +176,33 @@ class MatchTask(Task):
     @classmethod
     def fit(cls, values: list, config: TargetConfig, table_name: str) -> TargetState:
         options = parse_options(config, table_name)
-        if options.positive_by is not None and len({str(v) for v in values}) < 2:
+        classes = sorted({str(v) for v in values}) if options.positive_by else []
+        if options.positive_by is not None and len(classes) < 2:
             raise BadInputError(
                 f"{table_name}: --positive-by {options.positive_by} has one value in the "
                 "training rows: every row would be a positive of every other"
             )
+        with_proxies = options.proxies and len(classes) <= min(MAX_PROXIES, len(values) // 2)
         return TargetState(
             column=config.column,
             task=cls.name,
             weight=config.weight,
+            classes=classes if with_proxies else [],
             options=options.model_dump(exclude_none=True),
         )
 
     def encode(self, cells: list) -> tuple[np.ndarray, np.ndarray]:
-        """(int64 keys, known): `positive_by` values hashed to stable keys; row positions."""
+        """(int64 keys, known). Without `positive_by`: row positions. With it: a class seen in
+        training is its index (the row of its proxy); any other value a stable key above
+        every index, so rows that share it are still each other's positives."""
         if self.options.positive_by is None:
             return np.asarray(cells, dtype=np.int64), np.ones(len(cells), dtype=bool)
+        index = {name: i for i, name in enumerate(self.state.classes)}
         known = np.array([not is_missing(cell) for cell in cells], dtype=bool)
-        keys = [stable_key(cell) if ok else 0 for cell, ok in zip(cells, known, strict=True)]
+        keys = [
+            index.get(str(cell), len(index) + (stable_key(cell) & UNSEEN_KEYS)) if ok else 0
+            for cell, ok in zip(cells, known, strict=True)
+        ]
         return np.asarray(keys, dtype=np.int64), known
 
     # ------------------------------------------------------------- the network
@@ -188,7 +211,7 @@ class MatchTask(Task):
         return list(self.options.columns)
 
     def head(self, dim: int, branches: int, dropout: float) -> nn.Module:
-        self._head = MatchHead(self.columns_apart, dim)
+        self._head = MatchHead(self.columns_apart, dim, classes=len(self.state.classes))
         return self._head
 
     def embedding(self, head: nn.Module, fused: Fused, column: str | None) -> torch.Tensor | None:
@@ -205,22 +228,56 @@ class MatchTask(Task):
         self, outputs: torch.Tensor, target: torch.Tensor, known: torch.Tensor
     ) -> torch.Tensor:
         """Mean over the column pairs of the symmetric InfoNCE over rows where both columns
-        are present (in 32-bit: a bf16 logit at scale 100 would be off by a quarter)."""
+        are present, plus, with class proxies, the mean over columns of each row's
+        cross-entropy against the proxies. In 32-bit: a bf16 logit at scale 100 would be off
+        by a quarter."""
         with torch.autocast(outputs.device.type, enabled=False):
             vectors, present = outputs[..., :-1].float(), outputs[..., -1] > 0.5
             scale = self.scale().float()
-            losses = []
-            for x, y in self.pairs:
-                i, j = self.options.columns.index(x), self.options.columns.index(y)
-                rows = present[:, i] & present[:, j] & known.bool()
-                if int(rows.sum()) < 2:
-                    continue  # no negative to contrast with
-                keys = target[rows]
-                positives = keys[:, None] == keys[None] if self.options.positive_by else None
-                losses.append(info_nce(vectors[rows, i], vectors[rows, j], scale, positives))
+            known = known.bool()
+            losses = [
+                loss
+                for loss in (self.pair_loss(vectors, present, target, known, scale),
+                             self.proxy_loss(vectors, present, target, known, scale))
+                if loss is not None
+            ]  # fmt: skip
             if not losses:
                 return outputs.sum() * 0.0  # keeps a gradient path
-            return torch.stack(losses).mean()
+            return torch.stack(losses).sum()
+
+    def pair_loss(
+        self, vectors: torch.Tensor, present: torch.Tensor, keys: torch.Tensor,
+        known: torch.Tensor, scale: torch.Tensor,
+    ) -> torch.Tensor | None:  # fmt: skip
+        losses = []
+        for x, y in self.pairs:
+            i, j = self.options.columns.index(x), self.options.columns.index(y)
+            rows = present[:, i] & present[:, j] & known
+            if int(rows.sum()) < 2:
+                continue  # no negative to contrast with
+            shared = keys[rows]
+            positives = shared[:, None] == shared[None] if self.options.positive_by else None
+            losses.append(info_nce(vectors[rows, i], vectors[rows, j], scale, positives))
+        return torch.stack(losses).mean() if losses else None
+
+    def proxy_loss(
+        self, vectors: torch.Tensor, present: torch.Tensor, keys: torch.Tensor,
+        known: torch.Tensor, scale: torch.Tensor,
+    ) -> torch.Tensor | None:  # fmt: skip
+        """Each column's vectors classified against the class proxies (cosine logits at the
+        learned scale): the towers meet at one point per class."""
+        proxies = self._head.proxies if self._head is not None else None
+        if proxies is None:
+            return None
+        proxies = F.normalize(proxies.float(), dim=-1)
+        seen = known & (keys < len(proxies))
+        losses = []
+        for index in range(len(self.options.columns)):
+            rows = present[:, index] & seen
+            if rows.any():
+                logits = scale * vectors[rows, index] @ proxies.T
+                losses.append(F.cross_entropy(logits, keys[rows]))
+        return torch.stack(losses).mean() if losses else None
 
     # --------------------------------------------------------------- decoding
     def decode(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
