@@ -190,14 +190,59 @@ def predict(
     nbest: opt.NBest = None,
     length_penalty: opt.LengthPenalty = None,
     max_length: opt.MaxLength = None,
+    zero_shot: Annotated[
+        str | None,
+        typer.Option(help="label each row by the similarity of this column to each class"),
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="--zero-shot: class names, comma-separated")
+    ] = None,
+    template: Annotated[
+        list[str] | None,
+        typer.Option(help="--zero-shot --labels: text around a class name, e.g. 'a photo of a {}'"),
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="--zero-shot --labels: the text input to embed names by")
+    ] = None,
+    examples: Annotated[
+        Path | None, typer.Option(help="--zero-shot: a table of labelled example rows")
+    ] = None,
+    example_label: Annotated[
+        str, typer.Option(help="--examples: the column holding each example's class")
+    ] = "label",
+    example_column: Annotated[
+        str | None, typer.Option(help="--examples: the input embedded (default: --zero-shot)")
+    ] = None,
+    truth: Annotated[
+        str | None, typer.Option(help="--zero-shot: print accuracy against this column")
+    ] = None,
 ) -> None:
     """Predict every row of a table in chunks; writes predictions and class probabilities
-    (text targets: the text, its log-probability and, with --nbest, the n best)."""
+    (text targets: the text, its log-probability and, with --nbest, the n best).
+
+    --zero-shot COLUMN instead scores each row against classes named by --labels (embedded
+    through the text input, in each --template) or shown by --examples (their mean vector)."""
+    from polymodal.data.problems import BadInputError
     from polymodal.model import Model
     from polymodal.serving.batch import predict_to_csv
 
+    zero_shot_options = (labels, template, text_column, examples, example_column, truth)
+    if zero_shot is None and any(value is not None for value in zero_shot_options):
+        raise BadInputError(
+            "--labels, --template, --text-column, --examples, --example-column and --truth "
+            "need --zero-shot"
+        )
     if output.exists() and not (overwrite or resume):
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it or --resume")
+    if zero_shot is not None:
+        names = None if labels is None else split_list(labels) or []  # "": no class, an error
+        predict_zero_shot(
+            model_dir, data, output, zero_shot, resume=resume, truth=truth,
+            labels=names, templates=template or ["{}"], text_column=text_column,
+            examples=examples, label_column=example_label,
+            example_column=example_column or zero_shot,
+        )  # fmt: skip
+        return
     model = Model.load(model_dir)
     model.set_decoding(**opt.decoding(beam, nbest, length_penalty, max_length))
     result = predict_to_csv(
@@ -207,6 +252,56 @@ def predict(
     print_problems([vars(p) for p in result.problems])
     kept = f" ({result.skipped} already there)" if result.skipped else ""
     out.print(f"{result.written} predictions written to [bold]{output}[/]{kept}")
+
+
+def predict_zero_shot(
+    model_dir: Path,
+    data: Path,
+    output: Path,
+    column: str,
+    *,
+    resume: bool,
+    truth: str | None,
+    labels: list[str] | None,
+    templates: list[str],
+    text_column: str | None,
+    examples: Path | None,
+    label_column: str,
+    example_column: str,
+) -> None:
+    """`predict --zero-shot`: the whole table scored at once (no chunks, so no --resume)
+    against prototypes from class names or from examples; the checks that need no model
+    come before loading it."""
+    from polymodal.data.problems import BadInputError, ProblemLog
+    from polymodal.data.table import read_table
+    from polymodal.model import Model
+    from polymodal.search import zero_shot as zs
+
+    if resume:
+        raise BadInputError("--resume is for chunked predictions, not --zero-shot")
+    if (labels is None) == (examples is None):
+        raise BadInputError("--zero-shot needs exactly one of --labels a,b,c or --examples TABLE")
+    table = read_table(data)
+    if truth is not None and truth not in table.frame.columns:
+        columns = ", ".join(map(str, table.frame.columns))
+        raise BadInputError(f"{data}: no --truth column {truth!r} (columns: {columns})")
+    model = Model.load(model_dir)
+    zs.check_input(model, column)  # before the class names or examples are embedded
+    if labels is not None:
+        prototypes = zs.class_prototypes_from_names(model, labels, templates, text_column)
+    else:
+        labels, prototypes = zs.class_prototypes_from_examples(
+            model, examples, label_column, example_column
+        )
+    log = ProblemLog(table=str(data))
+    scored = zs.zero_shot(model, table, column, labels, prototypes, log)
+    scored.insert(0, "row", range(len(scored)))
+    scored.to_csv(output, index=False)
+    print_problems([vars(p) for p in log.problems])
+    out.print(f"{len(scored)} zero-shot labels written to [bold]{output}[/]")
+    if truth is not None:
+        share, counted = zs.accuracy(scored, table.frame[truth])
+        out.print(f"accuracy against {truth!r}: {share:.3f} ({counted} rows)")
 
 
 @app.command()
