@@ -384,7 +384,10 @@ def demo(
 @friendly_errors
 def compare(
     data: Annotated[Path, typer.Argument(help="table: CSV, Parquet or JSONL")],
-    target: opt.Target,
+    target: opt.OptionalTarget = None,
+    match: opt.Match = None,
+    positive_by: opt.PositiveBy = None,
+    anchor: opt.Anchor = None,
     seeds: Annotated[int, typer.Option(help="seeds per configuration")] = 3,
     fusions: Annotated[str | None, typer.Option(help="fusions to compare")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the results")] = Path(
@@ -416,7 +419,8 @@ def compare(
         raise FileExistsError(f"{out_dir}/comparison.json exists; pass --overwrite to replace it")
     settings = opt.settings_from(config, locals())
     if len(settings.targets) != 1:
-        raise BadInputError(f"compare takes one target column, not {target!r}")
+        named = ", ".join(t.column for t in settings.targets) or "none"
+        raise BadInputError(f"compare takes one target (--target or --match), not {named}")
     result = run_compare(
         data, settings.targets[0].column, settings, seeds=seeds, fusions=split_list(fusions),
         log=console.print,

@@ -2,7 +2,8 @@
 
 For each seed: one model per input modality (number and category columns together count as
 "tabular"), one model per fusion strategy over every input, and an ensemble that averages
-the unimodal models' outputs. The modality gain is the best multimodal mean minus the best
+the unimodal models' outputs. A target that needs all its inputs (a match of several
+columns) is compared over the fusions only. The modality gain is the best multimodal mean minus the best
 unimodal mean, with the standard error of that difference over seeds.
 """
 
@@ -16,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from polymodal.config import Config
+from polymodal.config import Config, TargetConfig
 from polymodal.data.schema import file_columns, resolve_inputs
 from polymodal.data.table import Table, read_table, split_rows
 from polymodal.fusion import FUSIONS
 from polymodal.modalities import modality
 from polymodal.model import Model
 from polymodal.tasks import Task, encode_targets
+from polymodal.tasks.targets import task_class
 
 
 @dataclass
@@ -65,11 +67,13 @@ def modality_groups(kinds: dict[str, str]) -> dict[str, list[str]]:
 
 
 def plan_configurations(
-    kinds: dict[str, str], fusions: list[str] | None = None
+    kinds: dict[str, str], fusions: list[str] | None = None, unimodal: bool = True
 ) -> list[Configuration]:
+    """Each modality alone (unless the target needs every input, as a match does), each
+    fusion over every input, and an ensemble of the unimodal models when there are several."""
+    groups = modality_groups(kinds).items() if unimodal else []
     configurations = [
-        Configuration(f"{group} only", "unimodal", columns)
-        for group, columns in modality_groups(kinds).items()
+        Configuration(f"{group} only", "unimodal", columns) for group, columns in groups
     ]
     everything = list(kinds)
     for fusion in fusions or FUSIONS.names():
@@ -100,7 +104,9 @@ def compare(
     together = file_columns(kinds, base)
     splits = split_rows(table, base.train.valid_fraction, base.train.seed, together)
     scored = table.subset(splits["test"] if len(splits["test"]) else splits["valid"])
-    configurations = plan_configurations(kinds, fusions)
+    named = {t.column: t for t in base.targets}.get(target) or TargetConfig(column=target)
+    unimodal = not task_class(named).fuses_apart  # a match needs every column it matches
+    configurations = plan_configurations(kinds, fusions, unimodal)
     metric, higher = "accuracy", True
     for seed in range(seeds):
         unimodal_outputs, unimodal_tasks = [], []

@@ -253,3 +253,26 @@ def test_a_sound_query_finds_images_of_its_class_in_an_image_index(model_dir, da
         (hit,) = [json.loads(line) for line in found.stdout.splitlines()]
         hits_of_own_class.append(hit["label"] == table.label[row])
     assert np.mean(hits_of_own_class) >= 0.75
+
+
+# ----------------------------------------------------------------------- compare
+def test_compare_ranks_the_fusions_of_a_match_by_map_without_unimodal_runs(data):
+    from polymodal.evaluation.compare import compare
+
+    config = match_config(["image", "sound"], epochs=2)
+    result = compare(data, "image=sound", config, seeds=1, fusions=["concat", "late"], log=str)
+    assert [row["name"] for row in result["configurations"]] == ["fusion: concat", "fusion: late"]
+    assert result["metric"] == "mAP" and result["higher_is_better"]
+    assert all(0 < row["mean"] <= 1 for row in result["configurations"])
+    assert result["modality_gain"] == {}
+
+
+def test_the_compare_command_takes_a_match(data, tmp_path):
+    result = runner.invoke(
+        app,
+        ["compare", str(data), "--match", "image=sound", "--positive-by", "label",
+         "--seeds", "1", "--fusions", "concat", "--epochs", "1", "--out", str(tmp_path / "c")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert saved["target"] == "image=sound" and saved["metric"] == "mAP"
