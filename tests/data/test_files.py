@@ -8,6 +8,7 @@ import pytest
 
 from polymodal.config import ConfigError
 from polymodal.data.cache import FeatureCache
+from polymodal.data.column import is_missing
 from polymodal.data.files import MIN_PARALLEL_FILES, decode_file_column, decode_workers
 from polymodal.data.problems import DecodeError, ProblemLog
 
@@ -84,3 +85,15 @@ def test_a_bad_worker_count_is_a_config_error(monkeypatch):
         decode_workers()
     monkeypatch.setenv("POLYMODAL_WORKERS", "3")
     assert decode_workers() == 3
+
+
+@pytest.mark.parametrize("base", ["/data/table", "/data/table/", "relative/dir", "."])
+def test_path_texts_resolves_every_cell_as_path_text_does(base):
+    from polymodal.data.files import path_text, path_texts
+
+    cells = [
+        "a.png", "sub/b.wav", "/abs/c.png", " padded.png ", "\tx.png", "~/home.png", "",
+        "  ", None, float("nan"), 3, "trailing\u00a0", "\u00a0leading", "/",
+    ]  # fmt: skip
+    expected = [None if is_missing(cell) else path_text(cell, base) for cell in cells]
+    assert path_texts(cells, base) == expected

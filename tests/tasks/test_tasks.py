@@ -144,3 +144,17 @@ def test_unknown_task_names_the_known_ones():
             TargetConfig(column="y", task="ranking"),
             "t.csv",
         )
+
+
+@pytest.mark.parametrize("task_name", BUILT_IN)
+@pytest.mark.parametrize("seed", range(3))
+def test_score_is_evaluates_score_metric_signed(task_name, seed):
+    """A task may compute its score faster than `evaluate` (it runs after every epoch), but
+    never differently: imperfect random outputs, higher is better."""
+    task = task_for(STATES[task_name])
+    values, known = task.encode(CELLS[task_name])
+    outputs = np.random.default_rng(seed).normal(size=(4, task.outputs)).astype(np.float32)
+    decoded = task.decode(outputs)
+    value = task.evaluate(values, known, decoded)[task.score_metric]
+    signed = value if task.metrics[task.score_metric] else -value
+    assert task.score(values, known, decoded) == pytest.approx(signed)

@@ -37,6 +37,24 @@ def path_text(cell: object, base_dir: Path | str) -> str:
     return text if os.path.isabs(text) else os.path.join(base_dir, text)
 
 
+def path_texts(cells: Sequence[object], base_dir: str) -> list[str | None]:
+    """`path_text` of every cell, None for a missing one, in one pass: a column of thousands
+    of cached files is read back in about a tenth of a second, and this was a quarter of it."""
+    if os.sep != "/":
+        return [None if is_missing(cell) else path_text(cell, base_dir) for cell in cells]
+    prefix = base_dir if not base_dir or base_dir.endswith("/") else base_dir + "/"
+    out: list[str | None] = []
+    for cell in cells:
+        if (
+            isinstance(cell, str) and cell and cell[0] != "~"
+            and not cell[0].isspace() and not cell[-1].isspace()
+        ):  # fmt: skip
+            out.append(cell if cell[0] == "/" else prefix + cell)  # the common case, as is
+        else:
+            out.append(None if is_missing(cell) else path_text(cell, base_dir))
+    return out
+
+
 def decode_file_column(
     cells: Sequence[object],
     *,
@@ -53,8 +71,7 @@ def decode_file_column(
     Bad files are logged with their row and reason. Each distinct file is decoded once per
     call, and each distinct content once per settings across runs (the feature cache).
     """
-    base = str(base_dir)
-    paths = [None if is_missing(cell) else path_text(cell, base) for cell in cells]
+    paths = path_texts(cells, str(base_dir))
     distinct = list(dict.fromkeys(path for path in paths if path is not None))
     results = decode_distinct(distinct, decode, settings, cache, column)
     out: list[np.ndarray | None] = []

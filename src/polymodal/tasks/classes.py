@@ -133,6 +133,14 @@ class ClassTask(LabelTask):
             probabilities=self.row_probabilities(decoded, row),
         )
 
+    def score(self, true: np.ndarray, known: np.ndarray, decoded: dict) -> float:
+        """Accuracy, as `evaluate` gives it, without sklearn's checks of its arguments: this
+        runs after every epoch, where they cost a tenth of a second per ten epochs."""
+        if not known.any():
+            return float("nan")
+        classes = np.asarray(self.state.classes)
+        return float(np.mean(classes[true[known]] == decoded["label"][known]))
+
     def evaluate(self, true: np.ndarray, known: np.ndarray, decoded: dict) -> dict:
         if not known.any():
             return {"rows": 0}

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from torch.utils.data import DataLoader
 
 from polymodal.config import TrainSettings
@@ -135,6 +136,9 @@ def train_network(
         enable_model_summary=False,
         enable_progress_bar=progress_enabled(),
         precision=trainer_precision(settings.precision),
+        # checkpoints are written by a thread while the next epoch trains (the tensors are
+        # copied first); Lightning waits for the last write before `fit` returns
+        plugins=[AsyncCheckpointIO()],
     )
     started = time.perf_counter()
     trainer.fit(module, train, valid, ckpt_path=str(last) if resume and last.is_file() else None)

@@ -100,6 +100,21 @@ class PolymodalModule(L.LightningModule):
             score = -float(self.trainer.callback_metrics.get("val_loss", torch.tensor(0.0)))
         self.log("val_score", score, prog_bar=True)
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradients' global norm with foreach kernels (one call for all weights):
+        torch uses them only on CUDA unless asked, and Lightning does not ask."""
+        if gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.net.parameters() if p.grad is not None],
+                gradient_clip_val,
+                foreach=True,
+            )
+
     def configure_optimizers(self) -> dict:
         """AdamW without decay on norms, biases and embeddings; pretrained backbones at their
         own (lower) learning rate; frozen weights left out. The learning rate follows
