@@ -276,3 +276,36 @@ def test_the_compare_command_takes_a_match(data, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "c" / "comparison.json").read_text())
     assert saved["target"] == "image=sound" and saved["metric"] == "mAP"
+
+
+# ----------------------------------------------------------------------- serving
+def test_the_server_predicts_pair_similarities_and_finds_images_by_sound(model_dir, data, tmp_path):
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from polymodal.search.embeddings import build_index, index_source
+    from polymodal.serving.app import create_app
+    from polymodal.serving.settings import ServeSettings
+
+    model = Model.load(model_dir)
+    db = tmp_path / "images"
+    build_index(model, index_source(model, model_dir, "image"), data, db, None, False)
+    table = pd.read_csv(data)
+    row = int(table.index[table.split == "test"][0])
+    files = {c: (data.parent / table.loc[row, c]).read_bytes() for c in ("image", "sound")}
+    settings = ServeSettings(model_dir=model_dir, index_dir=db)
+    with TestClient(create_app(settings)) as client:
+        body = {c: {"base64": base64.b64encode(files[c]).decode()} for c in files}
+        answer = client.post("/v1/predict", json=body)
+        assert answer.status_code == 200, answer.text
+        (prediction,) = answer.json()["predictions"]
+        expected = model.predict(table.loc[[row], ["image", "sound"]].map(
+            lambda path: str(data.parent / path)))["image=sound_similarity"][0]  # fmt: skip
+        assert prediction["image=sound"]["predicted"] == pytest.approx(float(expected), abs=1e-5)
+        found = client.post(
+            "/v1/search", files={"audio": ("q.wav", files["sound"])}, data={"k": "1"}
+        )
+        assert found.status_code == 200, found.text
+        (hit,) = found.json()["hits"]
+        assert hit["metadata"]["label"] == table.loc[row, "label"]
