@@ -85,6 +85,9 @@ def train(
     modality_dropout: opt.ModalityDropout = None,
     strict: opt.Strict = None,
     augment: opt.Augment = None,
+    devices: opt.Devices = None,
+    num_nodes: opt.NumNodes = None,
+    strategy: opt.Strategy = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
     resume: Annotated[
         bool, typer.Option(help="continue from the folder's last checkpoint")
@@ -106,10 +109,13 @@ def train(
         check_pretrained_sources(settings, data, targets)
 
     from polymodal.model import Model
+    from polymodal.training.distributed import process_rank
 
     folder = out_dir or fresh_output(data, targets or ["prepared"])
     model = Model(config=settings)  # from a prepared folder: its data settings, these for training
     model.fit(data, valid=valid, out=folder, overwrite=overwrite, resume=resume)
+    if process_rank(settings.train) != 0:
+        return  # another process of a DDP run: rank 0 reports and saves
     print_metrics(model.metrics_)
     print_problems(model.metrics_.get("problems", []))
     out.print(f"model saved to [bold]{folder}[/]")
@@ -403,6 +409,9 @@ def compare(
     modality_dropout: opt.ModalityDropout = None,
     strict: opt.Strict = None,
     augment: opt.Augment = None,
+    devices: opt.Devices = None,
+    num_nodes: opt.NumNodes = None,
+    strategy: opt.Strategy = None,
     encoder: opt.Encoder = None,
     encoder_mode: opt.EncoderMode = None,
     decoder: opt.Decoder = None,

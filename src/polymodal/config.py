@@ -170,6 +170,18 @@ class TrainSettings(Strict):
         "bf16, else 32-bit",
     )
     strict: bool = False
+    devices: int = Field(
+        1, ge=1, description="training processes per machine (CPU: gloo; GPU: one per device)"
+    )
+    num_nodes: int = Field(1, ge=1, description="machines, each running `devices` processes")
+    strategy: Literal["auto", "ddp"] = Field(
+        "auto", description="ddp: each process trains on its own share of the rows"
+    )
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in all."""
+        return self.devices * self.num_nodes
 
     @model_validator(mode="before")
     @classmethod

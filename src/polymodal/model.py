@@ -27,6 +27,7 @@ from polymodal.network import MultimodalNet
 from polymodal.tasks import Task, encode_targets
 from polymodal.training.batches import TensorBatches, to_tensors
 from polymodal.training.datamodule import Part, PolymodalDataModule, Prepared, is_prepared
+from polymodal.training.distributed import process_rank
 from polymodal.training.embeddings import embed_frozen_inputs
 from polymodal.training.fit import (
     CHECKPOINTS,
@@ -108,10 +109,12 @@ class Model:
         out_dir = Path(out) if out else None
         if resume and not (out_dir and (out_dir / LAST_CHECKPOINT).is_file()):
             raise BadInputError(f"--resume: no checkpoint at {out_dir or '.'}/{LAST_CHECKPOINT}")
-        if out_dir:
+        writer = process_rank(self.config.train) == 0  # the others of a DDP run write nothing
+        if out_dir and writer:
             check_output_folder(out_dir, overwrite=overwrite, resume=resume)
         workdir = out_dir or Path(tempfile.mkdtemp(prefix="polymodal-"))  # checkpoints go here
-        folder = Path(data) if from_folder else workdir / PREPARED_DIR
+        own = workdir if writer else Path(tempfile.mkdtemp(prefix="polymodal-rank-"))
+        folder = Path(data) if from_folder else own / PREPARED_DIR
         module = PolymodalDataModule(
             folder, data, config=self.config, valid=valid, cache=self.cache, embed=self._embed
         )
@@ -134,6 +137,9 @@ class Model:
             resume=resume,
         )
         self.net_.eval()
+        if not writer:  # its share is trained; rank 0 scores and saves the model
+            shutil.rmtree(own, ignore_errors=True)
+            return self
         self.metrics_ = self._fit_metrics(result, prepared)
         if not from_folder:
             shutil.rmtree(folder, ignore_errors=True)

@@ -112,6 +112,9 @@ CONFIG_OPTIONS: dict[str, ConfigOption] = {
     "modality_dropout": ConfigOption("train.modality_dropout"),
     "strict": ConfigOption("train.strict"),
     "augment": ConfigOption("train.augment"),
+    "devices": ConfigOption("train.devices"),
+    "num_nodes": ConfigOption("train.num_nodes"),
+    "strategy": ConfigOption("train.strategy"),
     "encoder": ConfigOption(
         "model.encoders", edit=lambda config, value: apply_encoder_options(config, value, [])
     ),
@@ -190,6 +193,16 @@ Strict = Annotated[
 Augment = Annotated[
     bool | None,
     typer.Option("--augment/--no-augment", help="random shifts (images), SpecAugment (audio)"),
+]
+Devices = Annotated[
+    int | None, typer.Option("--devices", min=1, help="training processes on this machine")
+]
+NumNodes = Annotated[
+    int | None, typer.Option("--num-nodes", min=1, help="machines training together (ddp)")
+]
+Strategy = Annotated[
+    str | None,
+    typer.Option("--strategy", help="ddp: each process trains on its share of the rows"),
 ]
 Encoder = Annotated[
     list[str] | None,

@@ -31,6 +31,7 @@ from polymodal.data.schema import file_columns, resolve_inputs
 from polymodal.data.table import Table, read_table, split_rows
 from polymodal.tasks import encode_targets
 from polymodal.training.batches import to_tensors
+from polymodal.training.distributed import process_rank, rows_of_process
 
 PREPARED = "prepared.json"
 EVAL_BATCH = 256
@@ -285,7 +286,7 @@ class PolymodalDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         prepared, settings = self.prepared, self.prepared.config.train
-        rows = prepared.rows["train"]
+        rows = rows_of_process(prepared.rows["train"], process_rank(settings), settings.world_size)
         return batch_loader(prepared.parts["table"], rows, settings.batch_size, True, settings.seed)
 
     def val_dataloader(self) -> DataLoader:

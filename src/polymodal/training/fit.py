@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class History(Callback):
         for key in ("train_loss", "val_loss", "val_score"):
             if key in trainer.callback_metrics:
                 row[key] = float(trainer.callback_metrics[key])
+        if getattr(module, "rows_per_process", None):
+            row["train_rows"] = list(module.rows_per_process)  # one count per process
         self.epochs.append(row)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -98,6 +101,14 @@ def trainer_precision(setting: str) -> str:
     return "bf16-mixed" if cpu_computes_bf16() else "32-true"
 
 
+def share_cores(settings: TrainSettings) -> None:
+    """Processes training on one machine's CPU split its cores: each with all of them would
+    run twice as many threads as cores, and spend the time waiting for each other."""
+    if settings.devices > 1 and not torch.cuda.is_available():
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, (cores or 1) // settings.devices))
+
+
 def train_network(
     net: MultimodalNet,
     train: DataLoader,
@@ -108,6 +119,7 @@ def train_network(
 ) -> TrainResult:
     """Fit `net` in place; on return it holds the weights of the best validation epoch."""
     L.seed_everything(settings.seed, workers=True, verbose=False)
+    share_cores(settings)
     checkpoints = workdir / CHECKPOINTS
     last = workdir / LAST_CHECKPOINT
     shape = LearningRateShape(warmup_steps(settings, len(train)))
@@ -128,7 +140,12 @@ def train_network(
         max_epochs=settings.max_epochs,
         max_time=parse_max_time(settings.max_time),
         accelerator="auto",
-        devices=1,
+        devices=settings.devices,
+        num_nodes=settings.num_nodes,
+        strategy="ddp" if settings.world_size > 1 else "auto",
+        # each process already holds its share of the training rows (training/datamodule.py),
+        # and every process validates on all rows, so all agree on the score and the stop
+        use_distributed_sampler=False,
         callbacks=[budget, best, history],
         logger=False,
         num_sanity_val_steps=0,
@@ -147,7 +164,7 @@ def train_network(
         seconds=time.perf_counter() - started,
         stop_reason=budget.stop_reason or "epochs",
     )
-    if best.best_model_path:
+    if best.best_model_path and trainer.is_global_zero:  # the others write nothing
         load_weights_from_checkpoint(net, Path(best.best_model_path))
         result.best_score = float(best.best_model_score)
         scores = [row.get("val_score", float("-inf")) for row in history.epochs]

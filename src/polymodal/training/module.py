@@ -24,6 +24,8 @@ class PolymodalModule(L.LightningModule):
         self._valid_outputs: list[dict] = []
         self._train_loss_sum: torch.Tensor | float = 0.0  # this epoch's, logged at its end
         self._train_steps = 0
+        self._train_rows = 0  # this process's, this epoch
+        self.rows_per_process: list[int] = []  # last epoch's training rows, per process
         self.frozen_keys = {f"net.{name}" for name in net.frozen_state_names()}
         self.strict_loading = not self.frozen_keys  # resuming: frozen weights are not saved
 
@@ -61,6 +63,7 @@ class PolymodalModule(L.LightningModule):
         # (profiled), some 5% of a step of the default AV-MNIST model on 2 cores.
         self._train_loss_sum = self._train_loss_sum + loss.detach()
         self._train_steps += 1
+        self._train_rows += self._size(batch)
         return loss
 
     def validation_step(self, batch: dict, batch_index: int) -> None:
@@ -83,6 +86,9 @@ class PolymodalModule(L.LightningModule):
         if self._train_steps:
             self.log("train_loss", self._train_loss_sum / self._train_steps, prog_bar=True)
             self._train_loss_sum, self._train_steps = 0.0, 0
+            counts = self.all_gather(torch.tensor(self._train_rows))  # every process calls this
+            self.rows_per_process = [int(n) for n in counts.reshape(-1).tolist()]
+            self._train_rows = 0
         if not self._valid_outputs:
             return
         scores = []

@@ -1,0 +1,33 @@
+"""Several training processes (Lightning's DDP): which one this is, and its share of the rows.
+
+Every process prepares its own copy of the data (the feature cache makes the second decode
+cheap), trains on its share of the training rows and validates on all of them, so every
+process reaches the same score and the same decision to stop; only rank 0 writes the model.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from polymodal.config import TrainSettings
+
+
+def process_rank(settings: TrainSettings) -> int:
+    """This process's rank among the training processes, from what the launcher set (Lightning's
+    own for `--devices`, torchrun or SLURM across machines); 0 in a single process and in the
+    process that starts the others."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    return int(os.environ.get("NODE_RANK", 0)) * settings.devices + local
+
+
+def rows_of_process(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """Every `world_size`-th training row from `rank`, all shares the same length (DDP needs
+    the same number of steps in every process: at most world_size - 1 rows are left out)."""
+    if world_size == 1:
+        return rows
+    share = len(rows) // world_size
+    return np.asarray(rows)[rank::world_size][:share]
