@@ -45,13 +45,18 @@ def test_the_rank_comes_from_the_launchers_variables(monkeypatch):
     assert process_rank(settings) == 2
 
 
-def test_two_processes_each_train_on_half_the_rows_and_one_writes(tmp_path):
+@pytest.mark.parametrize(
+    "target",
+    [["--target", "label"], ["--match", "image=sound", "--positive-by", "label"]],
+    ids=["classes", "match (its loss gathers across processes)"],
+)
+def test_two_processes_each_train_on_half_the_rows_and_one_writes(tmp_path, target):
     data = make_demo_data(tmp_path / "demo", rows=96)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "runs" / "m"
     command = [
-        sys.executable, "-m", "polymodal.cli", "train", str(data), "--target", "label",
+        sys.executable, "-m", "polymodal.cli", "train", str(data), *target,
         "--config", str(config), "--devices", "2", "--strategy", "ddp", "--out", str(out),
         "--no-report",
     ]  # fmt: skip

@@ -24,6 +24,8 @@ from polymodal.tasks.match import gathered_info_nce, info_nce
 
 WORLD, N, D = 2, 8, 5
 KEYS = [0, 1, 2, 0, 1, 3, 0, 2]  # labels shared within and across the two halves
+# one row of each half left out (a missing column): both halves keep three rows
+VALID = torch.tensor([True, False, True, True, True, True, False, True])
 SCALE = 4.0
 
 
@@ -71,6 +73,9 @@ def worker(rank: int, port: int, out: str) -> None:
             "diagonal": step(a[rows], b[rows], None, distributed=True),
             "keys": step(a[rows], b[rows], keys[rows], distributed=True),
         }
+        for case, by_key in (("masked diagonal", None), ("masked keys", keys[rows])):
+            loss = gathered_info_nce(a[rows], b[rows], SCALE, by_key, VALID[rows])
+            results[case] = {"loss": loss.detach()}
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -121,3 +126,18 @@ def test_local_loss_matches_the_single_process_full_batch(ranks, case):
 def test_keys_change_the_loss():
     a, b, keys = fixed_batch()
     assert abs(step(a, b, keys, False)["loss"] - step(a, b, None, False)["loss"]) > 1e-3
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed")
+@pytest.mark.parametrize("case", ["masked diagonal", "masked keys"])
+def test_rows_left_out_are_neither_scored_nor_scored_against(ranks, case):
+    """With as many valid rows on each rank, the mean of the per-rank losses is the
+    single-process loss over the valid rows alone."""
+    a, b, keys = fixed_batch()
+    kept = VALID
+    positives = None
+    if case == "masked keys":
+        positives = keys[kept][:, None] == keys[kept][None, :]
+    single = info_nce(a[kept], b[kept], SCALE, positives)
+    mean_loss = sum(results[case]["loss"] for results in ranks) / WORLD
+    torch.testing.assert_close(mean_loss, single, rtol=0, atol=1e-6)

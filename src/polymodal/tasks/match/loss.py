@@ -43,6 +43,7 @@ __all__ = [
     "gathered_info_nce",
     "info_nce",
     "pair_losses",
+    "world_size",
 ]
 
 INITIAL_SCALE = 1 / 0.07
@@ -130,8 +131,20 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def world_size() -> int:
+    """Processes in the current process group (1 without one)."""
+    return _world()[1]
+
+
+MASKED = -1e9  # a logit that softmax gives no weight, and that is 0 (not NaN) times a 0 weight
+
+
 def gathered_info_nce(
-    a: Tensor, b: Tensor, scale: Tensor | float, positives_key: Tensor | None = None
+    a: Tensor,
+    b: Tensor,
+    scale: Tensor | float,
+    positives_key: Tensor | None = None,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """:func:`info_nce` for this rank's rows against every rank's rows ("local loss").
 
@@ -140,14 +153,22 @@ def gathered_info_nce(
     gather; this rank's rows of ``a`` are scored against all of ``b`` and its rows of ``b``
     against all of ``a``, the targets offset by ``rank * local batch``. Every rank must pass the
     same local batch size. ``positives_key`` is an optional 1-D tensor of this rank's row keys
-    (e.g. label ids): rows with equal keys are positives (supervised contrastive). The result is
-    the mean over this rank's rows; see the module docstring for why DDP's gradient average then
-    gives the full-batch gradient. In a single process it equals :func:`info_nce`.
+    (e.g. label ids): rows with equal keys are positives (supervised contrastive). ``valid``
+    (bool, one per row) leaves rows out on both sides (a pair with a missing column): they are
+    still gathered, so every rank takes part in the same collectives, but they are never
+    scored nor scored against. The result is the mean over this rank's (valid) rows; see the
+    module docstring for why DDP's gradient average then gives the full-batch gradient. In a
+    single process it equals :func:`info_nce` over the valid rows.
     """
     if positives_key is not None and (positives_key.ndim != 1 or len(positives_key) != len(a)):
         raise ValueError(f"positives_key must be 1-D with {len(a)} keys")
+    if valid is not None and (valid.ndim != 1 or len(valid) != len(a)):
+        raise ValueError(f"valid must be 1-D with {len(a)} flags")
     rank, world = _world()
     if world == 1:
+        if valid is not None:
+            a, b = a[valid], b[valid]
+            positives_key = None if positives_key is None else positives_key[valid]
         positives = None if positives_key is None else positives_key[:, None] == positives_key
         return info_nce(a, b, scale, positives)
     if a.ndim != 2 or a.shape != b.shape:
@@ -156,11 +177,18 @@ def gathered_info_nce(
     all_a, all_b = _gather(a), _gather(b)
     logits_a = scale * a @ all_b.T  # this rank's a rows against every b
     logits_b = scale * b @ all_a.T  # this rank's b rows against every a
+    mine = torch.ones(len(a), dtype=torch.bool, device=a.device) if valid is None else valid
+    everyone = _gather_keys(mine.to(torch.uint8)).bool()
+    logits_a = logits_a.masked_fill(~everyone[None], MASKED)
+    logits_b = logits_b.masked_fill(~everyone[None], MASKED)
+    if not bool(mine.any()):
+        return (logits_a.sum() + logits_b.sum()) * 0.0  # nothing of ours to score
+    logits_a, logits_b = logits_a[mine], logits_b[mine]
     if positives_key is None:
-        targets = torch.arange(len(a), device=a.device) + rank * len(a)
+        targets = (torch.arange(len(a), device=a.device) + rank * len(a))[mine]
         return (F.cross_entropy(logits_a, targets) + F.cross_entropy(logits_b, targets)) / 2
     all_keys = _gather_keys(positives_key)
-    positives = (positives_key[:, None] == all_keys).to(logits_a.dtype)
+    positives = ((positives_key[:, None] == all_keys) & everyone[None])[mine].to(logits_a.dtype)
     return (_supervised_rows(logits_a, positives) + _supervised_rows(logits_b, positives)) / 2
 
 

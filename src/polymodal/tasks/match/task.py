@@ -29,7 +29,12 @@ from polymodal.data.column import is_missing
 from polymodal.data.problems import BadInputError
 from polymodal.fusion.base import Fused, pooled
 from polymodal.tasks.base import TargetPrediction, TargetState, Task, register_task
-from polymodal.tasks.match.loss import LearnedTemperature, column_pairs, info_nce
+from polymodal.tasks.match.loss import (
+    LearnedTemperature,
+    column_pairs,
+    gathered_info_nce,
+    world_size,
+)
 from polymodal.tasks.match.metrics import retrieval_metrics
 
 RANKED = ("recall@1", "recall@5", "recall@10", "precision@1", "median_rank", "mAP")
@@ -249,15 +254,18 @@ class MatchTask(Task):
         self, vectors: torch.Tensor, present: torch.Tensor, keys: torch.Tensor,
         known: torch.Tensor, scale: torch.Tensor,
     ) -> torch.Tensor | None:  # fmt: skip
+        """Mean over the column pairs of the symmetric InfoNCE over rows where both columns are
+        present; under several processes, against every process's rows (the local loss), and
+        every process computes every pair, since each one gathers."""
         losses = []
+        alone = world_size() == 1
+        by_key = keys if self.options.positive_by else None
         for x, y in self.pairs:
             i, j = self.options.columns.index(x), self.options.columns.index(y)
             rows = present[:, i] & present[:, j] & known
-            if int(rows.sum()) < 2:
+            if alone and int(rows.sum()) < 2:
                 continue  # no negative to contrast with
-            shared = keys[rows]
-            positives = shared[:, None] == shared[None] if self.options.positive_by else None
-            losses.append(info_nce(vectors[rows, i], vectors[rows, j], scale, positives))
+            losses.append(gathered_info_nce(vectors[:, i], vectors[:, j], scale, by_key, rows))
         return torch.stack(losses).mean() if losses else None
 
     def proxy_loss(
