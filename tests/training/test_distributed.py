@@ -75,3 +75,62 @@ def test_two_processes_each_train_on_half_the_rows_and_one_writes(tmp_path, targ
         "model.safetensors",
     ]
     assert sorted(p.name for p in out.parent.iterdir()) == ["m"]  # no second output folder
+
+
+def test_two_torchrun_nodes_train_one_model(tmp_path):
+    """`--num-nodes 2` started as two torchrun nodes (ranks 0 and 1, MASTER_ADDR 127.0.0.1),
+    as two machines would run it."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = make_demo_data(tmp_path / "demo", rows=96)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "runs" / "m"
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node_rank",
+                str(rank),
+                "--nproc_per_node",
+                "1",
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                str(port),
+                "-m",
+                "polymodal.cli",
+                "train",
+                str(data),
+                "--target",
+                "label",
+                "--config",
+                str(config),
+                "--num-nodes",
+                "2",
+                "--strategy",
+                "ddp",
+                "--out",
+                str(out),
+                "--no-report",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp_path,
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)
+    assert "model saved to" in outputs[0] and "model saved to" not in outputs[1]
+    metrics = json.loads((out / "metrics.json").read_text())
+    half = metrics["rows"]["train"] // 2
+    assert all(epoch["train_rows"] == [half, half] for epoch in metrics["history"])
