@@ -113,7 +113,9 @@ class Model:
         if out_dir and writer:
             check_output_folder(out_dir, overwrite=overwrite, resume=resume)
         workdir = out_dir or Path(tempfile.mkdtemp(prefix="polymodal-"))  # checkpoints go here
-        own = workdir if writer else Path(tempfile.mkdtemp(prefix="polymodal-rank-"))
+        # what only this process writes: a non-writer's temporary workdir is already its own
+        private = writer or out_dir is None
+        own = workdir if private else Path(tempfile.mkdtemp(prefix="polymodal-rank-"))
         folder = Path(data) if from_folder else own / PREPARED_DIR
         module = PolymodalDataModule(
             folder, data, config=self.config, valid=valid, cache=self.cache, embed=self._embed
