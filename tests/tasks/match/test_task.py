@@ -25,6 +25,18 @@ from tests.media import paired_classes, tiny_config
 runner = CliRunner()
 
 
+def match_task(classes: tuple[str, ...] = (), **options: str):
+    """A match task over columns a and b, with `classes` fitted and `options` such as
+    positive_by."""
+    state = TargetState(
+        column="a=b",
+        task="match",
+        classes=list(classes),
+        options={"columns": ["a", "b"], **options},
+    )
+    return task_for(state)
+
+
 def match_config(columns: list[str], positive_by: str | None = "label", epochs: int = 12) -> Config:
     config = tiny_config(max_epochs=epochs)
     config.targets = [match_target(columns, positive_by=positive_by)]
@@ -117,8 +129,7 @@ def test_a_missing_column_gives_no_similarity_and_no_vector(model, data, tmp_pat
 
 # ------------------------------------------------------------------------- the loss
 def test_the_loss_is_info_nce_over_rows_where_both_columns_are_present():
-    state = TargetState(column="a=b", task="match", options={"columns": ["a", "b"]})
-    task = task_for(state)
+    task = match_task()
     task.head(dim=8, branches=1, dropout=0.0)
     generator = torch.Generator().manual_seed(0)
     vectors = torch.nn.functional.normalize(torch.randn(6, 2, 8, generator=generator), dim=-1)
@@ -133,10 +144,7 @@ def test_the_loss_is_info_nce_over_rows_where_both_columns_are_present():
 
 
 def test_positive_by_makes_rows_of_one_class_positives():
-    state = TargetState(
-        column="a=b", task="match", options={"columns": ["a", "b"], "positive_by": "label"}
-    )
-    task = task_for(state)
+    task = match_task(positive_by="label")
     task.head(dim=8, branches=1, dropout=0.0)
     vectors = torch.nn.functional.normalize(torch.randn(4, 2, 8), dim=-1)
     outputs = torch.cat([vectors, torch.ones(4, 2, 1)], dim=-1)
@@ -149,13 +157,7 @@ def test_positive_by_makes_rows_of_one_class_positives():
 
 
 def test_class_proxies_add_each_columns_cross_entropy_against_them():
-    state = TargetState(
-        column="a=b",
-        task="match",
-        classes=["x", "y"],
-        options={"columns": ["a", "b"], "positive_by": "label"},
-    )
-    task = task_for(state)
+    task = match_task(("x", "y"), positive_by="label")
     head = task.head(dim=8, branches=1, dropout=0.0)
     vectors = torch.nn.functional.normalize(torch.randn(4, 2, 8), dim=-1)
     present = torch.ones(4, 2)
@@ -176,28 +178,22 @@ def test_class_proxies_add_each_columns_cross_entropy_against_them():
 
 
 def test_a_value_unseen_in_training_keeps_its_own_key_above_the_classes():
-    state = TargetState(
-        column="a=b",
-        task="match",
-        classes=["x", "y"],
-        options={"columns": ["a", "b"], "positive_by": "label"},
+    keys, known = match_task(("x", "y"), positive_by="label").encode(
+        ["y", "new", "x", "new", "other"]
     )
-    keys, known = task_for(state).encode(["y", "new", "x", "new", "other"])
     assert keys[0] == 1 and keys[2] == 0
     assert keys[1] == keys[3] >= 2 and keys[4] >= 2 and keys[4] != keys[1]
     assert known.all()
 
 
 def test_keys_without_fitted_classes_are_stable_hashes_and_row_positions_without_a_key():
-    by_label = task_for(
-        TargetState(column="a=b", task="match", options={"columns": ["a", "b"], "positive_by": "k"})
-    )
+    by_label = match_task(positive_by="k")
     keys, known = by_label.encode(["x", "y", "x", None])
     assert keys[0] == keys[2] != keys[1]
     assert known.tolist() == [True, True, True, False]
     again, _ = by_label.encode(["y"])
     assert again[0] == keys[1]  # the same in every call (and process: not Python's hash)
-    own = task_for(TargetState(column="a=b", task="match", options={"columns": ["a", "b"]}))
+    own = match_task()
     frame = pd.DataFrame({"a": [1, 2, 3], "b": [4, 5, 6]})
     keys, known = own.encode(own.cells(frame, own.state, "t.csv"))
     assert keys.tolist() == [0, 1, 2] and known.all()
