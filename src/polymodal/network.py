@@ -122,7 +122,8 @@ class MultimodalNet(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Every head's outputs from the encoded inputs (`fused`: their fusion, when the
         caller has it already)."""
-        fused = self.fusion(encoded) if fused is None else fused
+        if fused is None and not all(task.fuses_apart for task in self.tasks):
+            fused = self.fusion(encoded)  # a match alone never reads all inputs fused together
         outputs = {}
         for name, task, head in zip(self.target_names, self.tasks, self.heads, strict=True):
             if task.fuses_apart:
