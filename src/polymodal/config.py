@@ -170,6 +170,11 @@ class TrainSettings(Strict):
         "bf16, else 32-bit",
     )
     strict: bool = False
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="processes decoding files (None: $POLYMODAL_WORKERS, else every core)",
+    )
     devices: int = Field(
         1, ge=1, description="training processes per machine (CPU: gloo; GPU: one per device)"
     )

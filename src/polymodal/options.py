@@ -112,6 +112,7 @@ CONFIG_OPTIONS: dict[str, ConfigOption] = {
     "modality_dropout": ConfigOption("train.modality_dropout"),
     "strict": ConfigOption("train.strict"),
     "augment": ConfigOption("train.augment"),
+    "workers": ConfigOption("train.workers"),
     "devices": ConfigOption("train.devices"),
     "num_nodes": ConfigOption("train.num_nodes"),
     "strategy": ConfigOption("train.strategy"),
@@ -193,6 +194,10 @@ Strict = Annotated[
 Augment = Annotated[
     bool | None,
     typer.Option("--augment/--no-augment", help="random shifts (images), SpecAugment (audio)"),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", min=1, help="processes decoding files (default: every core)"),
 ]
 Devices = Annotated[
     int | None, typer.Option("--devices", min=1, help="training processes on this machine")

@@ -9,10 +9,13 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pandas as pd
 import pytest
 
+import polymodal.training.datamodule as datamodule
 from polymodal.data.cache import FeatureCache
+from polymodal.data.store import DiskArray
 from polymodal.model import Model
 from polymodal.training.datamodule import PolymodalDataModule, is_prepared
 from tests.media import shapes_and_tones, tiny_config
@@ -94,3 +97,52 @@ def test_a_missing_prepared_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(BadInputError, match="no prepared data"):
         PolymodalDataModule(tmp_path / "nothing").prepare_data()
+
+
+def prepared_arrays(folder) -> dict:
+    return {path.name: np.load(path) for path in sorted(folder.glob("*.npy"))}
+
+
+def test_preparing_in_chunks_writes_what_one_chunk_would_and_logs_file_rows(tmp_path, monkeypatch):
+    data = shapes_and_tones(tmp_path / "data", rows=24)
+    (data.parent / "img" / "17.png").write_bytes(b"not a picture")
+    config = tiny_config()
+    whole = Model(target="label", config=config, cache=FeatureCache(tmp_path / "c1")).prepare(
+        data, tmp_path / "whole"
+    )
+    monkeypatch.setattr(datamodule, "CHUNK_ROWS", 5)
+    chunked = Model(target="label", config=config, cache=FeatureCache(tmp_path / "c2")).prepare(
+        data, tmp_path / "chunked"
+    )
+    expected, got = prepared_arrays(whole), prepared_arrays(chunked)
+    assert got.keys() == expected.keys()
+    for name, array in expected.items():
+        np.testing.assert_array_equal(got[name], array, err_msg=name)
+    problems = json.loads((chunked / "prepared.json").read_text())["problems"]
+    assert [(p["row"], p["column"]) for p in problems] == [(17, "picture")]
+
+
+def test_training_from_arrays_on_disk_matches_training_from_memory(tmp_path, monkeypatch):
+    data = shapes_and_tones(tmp_path / "data", rows=32)
+    config = tiny_config()
+    in_memory = Model(target="label", config=config, cache=FeatureCache(tmp_path / "c1"))
+    in_memory.fit(data)
+    monkeypatch.setattr(datamodule, "IN_MEMORY_BYTES", 0)  # every input array stays on disk
+    loaded = datamodule.load(
+        Model(target="label", config=config, cache=FeatureCache(tmp_path / "c2")).prepare(
+            data, tmp_path / "prepared"
+        )
+    )
+    assert all(
+        isinstance(item["values"], DiskArray) for item in loaded.parts["table"].inputs.values()
+    )
+    on_disk = Model(target="label", config=config, cache=FeatureCache(tmp_path / "c3"))
+    on_disk.fit(data)
+
+    def without_times(history: list[dict]) -> list[dict]:
+        return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
+
+    assert without_times(on_disk.metrics_["history"]) == without_times(
+        in_memory.metrics_["history"]
+    )
+    pd.testing.assert_frame_equal(on_disk.predict(data), in_memory.predict(data))

@@ -81,9 +81,10 @@ def raise_missing_column(table: Table, name: str, role: str) -> None:
 def encode_inputs(
     schema: FittedSchema, table: Table, log: ProblemLog, cache: FeatureCache
 ) -> dict[str, FeatureColumn]:
-    """Features for every input and row of `table`; bad cells are masked and logged."""
+    """Features for every input and row of `table`; bad cells are masked and logged under
+    their row number in the file (`table.first_row` on)."""
     features = {}
-    row_ids = list(range(len(table)))
+    row_ids = list(range(table.first_row, table.first_row + len(table)))
     for state in schema.inputs:
         if state.source not in table.frame.columns:
             raise_missing_column(table, state.source, "input")

@@ -1,7 +1,7 @@
 """The loop shared by columns of file paths: resolve, read, cache, decode, report.
 
-A column of many files is decoded by worker processes (`POLYMODAL_WORKERS`, default: every
-core this process may use), forked so that a modality's decoder, often a closure over its
+A column of many files is decoded by worker processes (`--workers` / `train.workers`, else
+`POLYMODAL_WORKERS`, default: every core this process may use), forked so that a modality's decoder, often a closure over its
 settings, reaches them without pickling.
 """
 
@@ -11,6 +11,8 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +110,26 @@ MIN_PARALLEL_FILES = 256  # fewer files decode faster than worker processes star
 CHUNK_FILES = 64  # files per task sent to a worker: few round trips, a smooth progress bar
 
 
+_CHOSEN_WORKERS: ContextVar[int | None] = ContextVar("decode_workers", default=None)
+
+
+@contextmanager
+def decoding_workers(count: int | None) -> Iterator[None]:
+    """Decode files with `count` processes inside the block (None: `decode_workers()`'s
+    default); `train.workers`, `--workers` on the command line."""
+    token = _CHOSEN_WORKERS.set(count)
+    try:
+        yield
+    finally:
+        _CHOSEN_WORKERS.reset(token)
+
+
 def decode_workers() -> int:
-    """$POLYMODAL_WORKERS, else the number of cores this process may run on."""
+    """The count chosen by `decoding_workers`, else $POLYMODAL_WORKERS, else the number of
+    cores this process may run on."""
+    chosen = _CHOSEN_WORKERS.get()
+    if chosen is not None:
+        return max(1, chosen)
     given = os.environ.get("POLYMODAL_WORKERS", "").strip()
     if given:
         if not given.isdigit():

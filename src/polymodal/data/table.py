@@ -32,6 +32,11 @@ class Table:
     def subset(self, rows: np.ndarray) -> Table:
         return Table(self.frame.iloc[rows].reset_index(drop=True), self.base_dir, self.name)
 
+    def chunk(self, start: int, stop: int) -> Table:
+        """Rows `start` to `stop` (exclusive), still numbered as in the whole table."""
+        frame = self.frame.iloc[start:stop].reset_index(drop=True)
+        return Table(frame, self.base_dir, self.name, self.first_row + start)
+
 
 def read_table(
     source: str | Path | pd.DataFrame | Table, base_dir: str | Path | None = None

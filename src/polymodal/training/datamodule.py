@@ -2,11 +2,12 @@
 
 `prepare` does everything that reads the user's files or learns from the data: it splits
 the rows, fits the schema (kinds, tokenizers, vocabularies, scaling, label maps), decodes
-every input (through the feature cache) and runs frozen pretrained encoders once. `save`
-writes the result to a folder (schema and config as JSON, arrays as .npy), and
-`PolymodalDataModule.setup` reads it back: training from a prepared folder never opens a
-media file again. Batches come from a standard `DataLoader` over `PreparedRows` with a batch
-sampler, so a distributed sampler can shard the rows.
+every input (through the feature cache) and runs frozen pretrained encoders once, a chunk
+of rows at a time, appending each chunk to a folder (schema and config as JSON, arrays as
+.npy: `polymodal.data.store`), and `PolymodalDataModule.setup` reads it back: training from a
+prepared folder never opens a media file again, and large arrays stay on disk, read a batch
+of rows at a time, so neither preparing nor training holds a whole table's features in
+memory. Batches come from a standard `DataLoader` over `PreparedRows` with a batch sampler.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from torch.utils.data import BatchSampler, DataLoader, SubsetRandomSampler
 from polymodal.config import Config
 from polymodal.data.cache import FeatureCache
 from polymodal.data.features import FittedSchema, encode_inputs, fit_schema
+from polymodal.data.files import decoding_workers
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.schema import file_columns, resolve_inputs
+from polymodal.data.store import ArrayWriter, DiskArray
 from polymodal.data.table import Table, read_table, split_rows
 from polymodal.tasks import encode_targets
 from polymodal.training.batches import to_tensors
@@ -35,6 +38,8 @@ from polymodal.training.distributed import process_rank, rows_of_process
 
 PREPARED = "prepared.json"
 EVAL_BATCH = 256
+CHUNK_ROWS = 8192  # rows decoded and written at a time: bounds the memory preparing takes
+IN_MEMORY_BYTES = 4 * 2**20  # a larger input array is read from disk a batch at a time
 Tensors = dict[str, dict[str, torch.Tensor]]
 Targets = dict[str, tuple[torch.Tensor, torch.Tensor]]
 Embedder = Callable[[FittedSchema, Tensors], Tensors]
@@ -71,10 +76,12 @@ def prepare(
     data: str | Path | Table,
     config: Config,
     cache: FeatureCache,
+    folder: Path,
     valid: str | Path | Table | None = None,
     embed: Embedder | None = None,
 ) -> Prepared:
-    """Split, fit the schema on the training rows, decode every row, embed frozen inputs."""
+    """Split, fit the schema on the training rows, then decode, embed and write every row to
+    `folder` a chunk at a time; returns the folder read back (`load`)."""
     settings = config.train
     table = read_table(data)
     targets = [target.column for target in config.targets]
@@ -83,46 +90,96 @@ def prepare(
     if valid is not None:  # a separate validation table: every non-test row trains
         splits["train"] = np.sort(np.concatenate([splits["train"], splits["valid"]]))
     schema = fit_schema(table, splits["train"], config)
-    log = ProblemLog(strict=settings.strict, table=table.name)
-    started, seconds = time.perf_counter(), 0.0
-    parts = {"table": encode_part(schema, table, log, cache)}
-    valid_part = "table"
+    tables = {"table": table}
     if valid is not None:
-        valid_table = read_table(valid)
-        log.table = valid_table.name
-        parts["valid"] = encode_part(schema, valid_table, log, cache)
-        splits["valid"], valid_part = np.arange(len(valid_table)), "valid"
-    if embed is not None:
-        started = time.perf_counter()
-        for part in parts.values():
-            part.inputs = embed(schema, part.inputs)
-        seconds = time.perf_counter() - started
-    splits["train"] = rows_with_known_target(parts["table"].targets, splits["train"])
+        tables["valid"] = read_table(valid)
+        splits["valid"] = np.arange(len(tables["valid"]))
+    valid_part = "valid" if valid is not None else "table"
+    part_targets = {name: encode_part_targets(schema, part) for name, part in tables.items()}
+    splits["train"] = rows_with_known_target(part_targets["table"], splits["train"])
     if len(splits["train"]) == 0:
         raise BadInputError(f"{table.name}: no training rows with a known target")
-    check_scorable(parts, splits, valid_part, table.name)
-    return Prepared(config, schema, parts, splits, valid_part, table.name, log.to_json(), seconds)
+    check_scorable(part_targets, splits, valid_part, table.name)  # before any file is decoded
+    folder.mkdir(parents=True, exist_ok=True)
+    log = ProblemLog(strict=settings.strict, table=table.name)
+    seconds, keys = 0.0, {}
+    for name, part in tables.items():
+        log.table = part.name
+        with decoding_workers(settings.workers):
+            keys[name], spent = write_part(folder, name, schema, part, log, cache, embed)
+        write_targets(folder, name, part_targets[name])
+        seconds += spent
+    for split, rows in splits.items():
+        np.save(folder / f"rows.{split}.npy", rows)
+    document = {
+        "config": config.model_dump(mode="json"),
+        "schema": schema.model_dump(mode="json"),
+        "parts": keys,
+        "splits": sorted(splits),
+        "valid_part": valid_part,
+        "table": table.name,
+        "problems": log.to_json(),
+        "embedding_seconds": seconds,
+    }
+    (folder / PREPARED).write_text(json.dumps(document, indent=1))  # last: the folder is whole
+    return load(folder)
 
 
-def encode_part(schema: FittedSchema, table: Table, log: ProblemLog, cache: FeatureCache) -> Part:
-    inputs = to_tensors(encode_inputs(schema, table, log, cache))
-    targets = {
+def write_part(
+    folder: Path,
+    name: str,
+    schema: FittedSchema,
+    table: Table,
+    log: ProblemLog,
+    cache: FeatureCache,
+    embed: Embedder | None,
+) -> tuple[list[str], float]:
+    """Every input of `table`, decoded (and run through frozen encoders) `CHUNK_ROWS` rows at
+    a time and appended to one `.npy` file per array, named by position (column names may
+    hold any character). Returns the arrays' keys and the seconds spent embedding."""
+    writers: dict[str, ArrayWriter] = {}
+    seconds = 0.0
+    for start in range(0, len(table), CHUNK_ROWS):
+        chunk = table.chunk(start, start + CHUNK_ROWS)
+        inputs = to_tensors(encode_inputs(schema, chunk, log, cache))
+        if embed is not None:
+            started = time.perf_counter()
+            inputs = embed(schema, inputs)
+            seconds += time.perf_counter() - started
+        for index, item in enumerate(inputs.values()):
+            for key, tensor in item.items():
+                entry = f"{index}.{key}"
+                if entry not in writers:
+                    writers[entry] = ArrayWriter(folder / f"{name}.input{entry}.npy", len(table))
+                writers[entry].append(tensor.numpy())
+    for writer in writers.values():
+        writer.close()
+    return sorted(writers), seconds
+
+
+def encode_part_targets(schema: FittedSchema, table: Table) -> Targets:
+    return {
         name: (torch.from_numpy(values), torch.from_numpy(known))
         for name, (values, known) in encode_targets(schema.targets, table).items()
     }
-    return Part(inputs, targets)
+
+
+def write_targets(folder: Path, name: str, targets: Targets) -> None:
+    for index, (values, known) in enumerate(targets.values()):
+        np.save(folder / f"{name}.target{index}.values.npy", values.numpy())
+        np.save(folder / f"{name}.target{index}.known.npy", known.numpy())
 
 
 def check_scorable(
-    parts: dict[str, Part], splits: dict[str, np.ndarray], valid_part: str, table: str
+    targets: dict[str, Targets], splits: dict[str, np.ndarray], valid_part: str, table: str
 ) -> None:
     """Every target must have rows to score in the validation and test parts: a run that
     cannot be scored would otherwise end with a result that means nothing."""
-    for split, part in (("valid", parts[valid_part]), ("test", parts["table"])):
+    for split, part in (("valid", targets[valid_part]), ("test", targets["table"])):
         rows = splits.get(split, np.empty(0, dtype=np.int64))
         if split == "test" and not len(rows):
             continue  # no test rows asked for
-        for name, (_, known) in part.targets.items():
+        for name, (_, known) in part.items():
             if not known.numpy()[rows].any():
                 raise BadInputError(
                     f"{table}: none of the {len(rows)} {split} rows has a value of target "
@@ -139,43 +196,14 @@ def rows_with_known_target(targets: Targets, rows: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------ on disk
-def save(prepared: Prepared, folder: Path) -> Path:
-    """Arrays as `.npy` files named by position (column names may hold any character), the
-    rest as JSON; `prepared.json` is written last, so a folder that has it is complete."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for part_name, part in prepared.parts.items():
-        for index, item in enumerate(part.inputs.values()):
-            for key, tensor in item.items():
-                np.save(folder / f"{part_name}.input{index}.{key}.npy", tensor.numpy())
-        for index, (values, known) in enumerate(part.targets.values()):
-            np.save(folder / f"{part_name}.target{index}.values.npy", values.numpy())
-            np.save(folder / f"{part_name}.target{index}.known.npy", known.numpy())
-    for split, rows in prepared.rows.items():
-        np.save(folder / f"rows.{split}.npy", rows)
-    document = {
-        "config": prepared.config.model_dump(mode="json"),
-        "schema": prepared.schema.model_dump(mode="json"),
-        "parts": {name: sorted(keys_of(part)) for name, part in prepared.parts.items()},
-        "splits": sorted(prepared.rows),
-        "valid_part": prepared.valid_part,
-        "table": prepared.table_name,
-        "problems": prepared.problems,
-        "embedding_seconds": prepared.embedding_seconds,
-    }
-    (folder / PREPARED).write_text(json.dumps(document, indent=1))
-    return folder
-
-
-def keys_of(part: Part) -> set[str]:
-    return {f"{index}.{key}" for index, item in enumerate(part.inputs.values()) for key in item}
-
-
 def is_prepared(folder: str | Path) -> bool:
     return (Path(folder) / PREPARED).is_file()
 
 
 def load(folder: str | Path) -> Prepared:
-    """A prepared folder back in memory; reads no media file."""
+    """A prepared folder, ready to train from; reads no media file. Large input arrays stay
+    on disk and are read a batch of rows at a time (`DiskArray`), so memory does not grow
+    with the table; small ones (masks, lengths of a small table) are read whole."""
     folder = Path(folder)
     if not is_prepared(folder):
         raise BadInputError(f"{folder} is not a prepared folder: {PREPARED} is missing")
@@ -187,8 +215,7 @@ def load(folder: str | Path) -> Prepared:
         names = [state.column for state in schema.inputs]
         for entry in keys:
             index, key = entry.split(".", 1)
-            array = np.load(folder / f"{part_name}.input{index}.{key}.npy")
-            inputs[names[int(index)]][key] = torch.from_numpy(array)
+            inputs[names[int(index)]][key] = open_input(folder / f"{part_name}.input{entry}.npy")
         targets = {
             state.column: tuple(
                 torch.from_numpy(np.load(folder / f"{part_name}.target{i}.{what}.npy"))
@@ -208,6 +235,14 @@ def load(folder: str | Path) -> Prepared:
         document["problems"],
         document["embedding_seconds"],
     )
+
+
+def open_input(path: Path) -> torch.Tensor | DiskArray:
+    array = DiskArray(path)
+    if array.nbytes > IN_MEMORY_BYTES:
+        return array
+    array.close()
+    return torch.from_numpy(np.load(path))
 
 
 # ---------------------------------------------------------------------- batches
@@ -275,9 +310,9 @@ class PolymodalDataModule(L.LightningDataModule):
             return
         if self.data is None or self.config is None:
             raise BadInputError(f"{self.folder} holds no prepared data and no table was given")
-        # The process that prepared keeps what it wrote: reading it back would only copy it.
-        self.prepared = prepare(self.data, self.config, self.cache, self.valid, self.embed)
-        save(self.prepared, self.folder)
+        self.prepared = prepare(
+            self.data, self.config, self.cache, self.folder, self.valid, self.embed
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Every process reads the prepared folder, unless it prepared it itself."""
