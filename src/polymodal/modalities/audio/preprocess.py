@@ -18,7 +18,7 @@ from scipy.signal import resample_poly
 from polymodal.config import AudioSettings
 from polymodal.data.cache import FeatureCache
 from polymodal.data.column import FeatureColumn, is_missing, normalised_float16
-from polymodal.data.files import decode_file_column, resolve_path
+from polymodal.data.files import decode_file_column, one_torch_thread, resolve_path
 from polymodal.data.pretrained import PretrainedState
 from polymodal.data.problems import DecodeError, ProblemLog
 from polymodal.modalities.audio.pretrained import (
@@ -136,11 +136,12 @@ def fit_audio(
         return fit_pretrained_audio(paths, column, settings, source, pretrained)
     step = max(1, len(paths) // FIT_SAMPLE)
     features = []
-    for path in paths[::step][:FIT_SAMPLE]:
-        try:
-            features.append(decode_log_mel(path.read_bytes(), settings))
-        except (OSError, DecodeError):
-            continue
+    with one_torch_thread():
+        for path in paths[::step][:FIT_SAMPLE]:
+            try:
+                features.append(decode_log_mel(path.read_bytes(), settings))
+            except (OSError, DecodeError):
+                continue
     frames_per_second = settings.sample_rate / settings.hop_length
     if settings.max_seconds:
         frames = int(settings.max_seconds * frames_per_second)
