@@ -14,6 +14,10 @@ import numpy as np
 from polymodal.config import TrainSettings
 
 
+class TrainingStopped(RuntimeError):
+    """A training process stopped, so the whole run was stopped; the message says how to resume."""
+
+
 def process_rank(settings: TrainSettings) -> int:
     """This process's rank among the training processes, from what the launcher set (Lightning's
     own for `--devices`, torchrun or SLURM across machines); 0 in a single process and in the

@@ -20,6 +20,7 @@ from polymodal.progress import progress_enabled
 from polymodal.terminal import quiet_lightning
 from polymodal.training.budget import Budget, LearningRateShape
 from polymodal.training.module import PolymodalModule
+from polymodal.training.processes import stopped_run, training_strategy
 
 CHECKPOINTS = ".checkpoints"  # inside the output folder; removed once the model is saved
 LAST_CHECKPOINT = f"{CHECKPOINTS}/last.ckpt"
@@ -142,7 +143,7 @@ def train_network(
         accelerator="auto",
         devices=settings.devices,
         num_nodes=settings.num_nodes,
-        strategy="ddp" if settings.world_size > 1 else "auto",
+        strategy=training_strategy(settings),
         # each process already holds its share of the training rows (training/datamodule.py),
         # and every process validates on all rows, so all agree on the score and the stop
         use_distributed_sampler=False,
@@ -158,7 +159,15 @@ def train_network(
         plugins=[AsyncCheckpointIO()],
     )
     started = time.perf_counter()
-    trainer.fit(module, train, valid, ckpt_path=str(last) if resume and last.is_file() else None)
+    try:
+        trainer.fit(
+            module, train, valid, ckpt_path=str(last) if resume and last.is_file() else None
+        )
+    except Exception as error:
+        stopped = stopped_run(trainer, error, workdir)
+        if stopped is None:
+            raise
+        raise stopped from None
     result = TrainResult(
         history=history.epochs,
         seconds=time.perf_counter() - started,
