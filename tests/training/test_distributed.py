@@ -63,7 +63,14 @@ def test_each_process_gets_an_equal_disjoint_share(rows, world):
 
 def test_the_rank_comes_from_the_launchers_variables(monkeypatch):
     settings = TrainSettings(devices=2, num_nodes=2)
-    for name in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+    for name in (
+        "RANK",
+        "LOCAL_RANK",
+        "NODE_RANK",
+        "SLURM_NTASKS",
+        "SLURM_PROCID",
+        "SLURM_JOB_NAME",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert process_rank(settings) == 0
     monkeypatch.setenv("LOCAL_RANK", "1")
@@ -71,6 +78,11 @@ def test_the_rank_comes_from_the_launchers_variables(monkeypatch):
     monkeypatch.setenv("NODE_RANK", "1")
     assert process_rank(settings) == 3  # node 1's second process
     monkeypatch.setenv("RANK", "2")  # torchrun's global rank wins
+    assert process_rank(settings) == 2
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "1")  # srun's, above all (as in Lightning)
+    assert process_rank(settings) == 1
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # a shell in an allocation: not srun's
     assert process_rank(settings) == 2
 
 
@@ -149,6 +161,40 @@ def test_two_torchrun_nodes_train_one_model(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     half = metrics["rows"]["train"] // 2
     assert all(epoch["train_rows"] == [half, half] for epoch in metrics["history"])
+
+
+def test_two_slurm_tasks_train_one_model(tmp_path):
+    """Two processes with the variables `srun --ntasks-per-node=2` sets (what Lightning's
+    SLURMEnvironment reads), started here without SLURM: each trains on half the rows and
+    only rank 0 writes. Lightning needs no `srun` on PATH for this."""
+    data, config = demo_table(tmp_path), tiny_config(tmp_path)
+    out = tmp_path / "runs" / "m"
+    command = train_command(data, config, out, "--devices", "2")
+    slurm = {
+        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "polymodal-test", "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost", "MASTER_PORT": str(free_port()),
+    }  # fmt: skip
+    others = ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR")
+    base = {key: value for key, value in os.environ.items() if key not in others}
+    tasks = [
+        subprocess.Popen(
+            command,
+            env={**base, **slurm, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp_path,
+        )
+        for rank in range(2)
+    ]
+    outputs = [task.communicate(timeout=600)[0] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], "\n".join(outputs)
+    assert "model saved to" in outputs[0] and "model saved to" not in outputs[1]
+    metrics = json.loads((out / "metrics.json").read_text())
+    half = metrics["rows"]["train"] // 2
+    assert all(epoch["train_rows"] == [half, half] for epoch in metrics["history"])
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m"]
 
 
 def free_port():
