@@ -197,6 +197,21 @@ def test_two_slurm_tasks_train_one_model(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["m"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="FSDP runs where there are GPUs")
+def test_fsdp_without_gpus_fails_at_once_in_one_line(tmp_path):
+    """Lightning and torch (2.14) run FSDP on GPUs only: the run stops before preparing data."""
+    data, config = demo_table(tmp_path), tiny_config(tmp_path)
+    command = train_command(data, config, tmp_path / "m", "--devices", "2")
+    command[command.index("ddp")] = "fsdp"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: --strategy fsdp needs GPUs (torch's FSDP does not run on CPUs) and this machine "
+        "has none; use --strategy ddp"
+    )
+    assert not (tmp_path / "m").exists()
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from polymodal.config import TrainSettings
+from polymodal.config import ConfigError, TrainSettings
 
 
 class TrainingStopped(RuntimeError):
@@ -36,6 +36,18 @@ def launched_by_srun() -> bool:
     start the processes some other way)."""
     interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
     return "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ and not interactive
+
+
+def check_strategy(settings: TrainSettings) -> None:
+    """FSDP only runs on GPUs: Lightning refuses it on any other accelerator, and torch's
+    FullyShardedDataParallel says 'FSDP needs a non-CPU accelerator device' (torch 2.14)."""
+    import torch
+
+    if settings.strategy == "fsdp" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--strategy fsdp needs GPUs (torch's FSDP does not run on CPUs) and this machine "
+            "has none; use --strategy ddp"
+        )
 
 
 def rows_of_process(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:

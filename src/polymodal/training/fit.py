@@ -19,6 +19,7 @@ from polymodal.network import MultimodalNet
 from polymodal.progress import progress_enabled
 from polymodal.terminal import quiet_lightning
 from polymodal.training.budget import Budget, LearningRateShape
+from polymodal.training.distributed import check_strategy
 from polymodal.training.module import PolymodalModule
 from polymodal.training.processes import stopped_run, training_strategy
 
@@ -119,6 +120,7 @@ def train_network(
     resume: bool = False,
 ) -> TrainResult:
     """Fit `net` in place; on return it holds the weights of the best validation epoch."""
+    check_strategy(settings)
     L.seed_everything(settings.seed, workers=True, verbose=False)
     share_cores(settings)
     checkpoints = workdir / CHECKPOINTS
