@@ -260,7 +260,9 @@ def test_killing_one_process_stops_the_run_and_resume_continues(tmp_path):
     assert lines[-1].startswith("error: training process 1 of 2 stopped (killed by signal 9"), (
         errors
     )
-    assert f"--resume to continue from the last checkpoint ({done + 1} epoch" in lines[-1]
+    assert (
+        f"--resume --out {out} to continue from its last checkpoint ({done + 1} epoch" in lines[-1]
+    )
     assert "Traceback" not in errors and "gloo" not in errors
 
     last_epoch = done + 3

@@ -187,8 +187,10 @@ def resume_hint(workdir: Path) -> str:
 
     last = workdir / LAST_CHECKPOINT
     if not last.is_file():
-        return f"no checkpoint was written yet: rerun with --overwrite to start again in {workdir}"
+        return (
+            f"no checkpoint was written yet: rerun with --overwrite --out {workdir} to start again"
+        )
     # mmap: only the few bytes of the epoch number are read, not the weights
     done = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"] + 1
     epochs = f"{done} epoch{'s' if done > 1 else ''} done"
-    return f"rerun with --resume to continue from the last checkpoint ({epochs}) in {last.parent}"
+    return f"rerun with --resume --out {workdir} to continue from its last checkpoint ({epochs})"
