@@ -166,7 +166,7 @@ def train_network(
             module, train, valid, ckpt_path=str(last) if resume and last.is_file() else None
         )
     except Exception as error:
-        stopped = stopped_run(trainer, error, workdir)
+        stopped = stopped_run(trainer, error, workdir, last)
         if stopped is None:
             raise
         raise stopped from None

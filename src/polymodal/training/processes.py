@@ -152,8 +152,11 @@ def how_it_ended(code: int) -> str:
     return f"exit code {code}"
 
 
-def stopped_run(trainer: L.Trainer, error: BaseException, workdir: Path) -> TrainingStopped | None:
-    """`error` as one line if it came from another training process stopping (None if not)."""
+def stopped_run(
+    trainer: L.Trainer, error: BaseException, workdir: Path, last: Path
+) -> TrainingStopped | None:
+    """`error` as one line if it came from another training process stopping (None if not);
+    `last` is the checkpoint to resume from, in the output folder `workdir`."""
     if trainer.world_size == 1 or not is_lost_contact(error):
         return None  # an error of this process's own
     launcher = trainer.strategy.launcher
@@ -166,7 +169,7 @@ def stopped_run(trainer: L.Trainer, error: BaseException, workdir: Path) -> Trai
         what = f"training process {rank} of {trainer.world_size} stopped ({how_it_ended(code)})"
     else:  # started by torchrun or srun, or the process that died is on another machine
         what = f"this training process lost contact with the others ({short_reason(error)})"
-    return TrainingStopped(f"{what}, so the run was stopped; {resume_hint(workdir)}")
+    return TrainingStopped(f"{what}, so the run was stopped; {resume_hint(workdir, last)}")
 
 
 def is_lost_contact(error: BaseException) -> bool:
@@ -182,10 +185,8 @@ def short_reason(error: BaseException) -> str:
     return re.sub(r"^\[[^\]]*\]\s*", "", last_line).split(". ")[0]
 
 
-def resume_hint(workdir: Path) -> str:
-    from polymodal.training.fit import LAST_CHECKPOINT  # fit.py imports this module
-
-    last = workdir / LAST_CHECKPOINT
+def resume_hint(workdir: Path, last: Path) -> str:
+    """How to go on from the output folder `workdir`, given its last checkpoint `last`."""
     if not last.is_file():
         return (
             f"no checkpoint was written yet: rerun with --overwrite --out {workdir} to start again"
