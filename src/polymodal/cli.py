@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from polymodal import options as opt
@@ -39,14 +40,17 @@ def friendly_errors(command: Any) -> Any:
     @wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
         from polymodal.data.problems import BadInputError
+        from polymodal.training.distributed import TrainingStopped
 
         quiet_libraries()
         try:
             return command(*args, **kwargs)
-        except (BadInputError, ConfigError, KeyError, FileExistsError) as error:
+        except (BadInputError, ConfigError, KeyError, FileExistsError, TrainingStopped) as error:
             message = error.args[0] if error.args else str(error)
-            console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            console.print(
+                f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(1 if isinstance(error, TrainingStopped) else 2) from None
 
     return run
 

@@ -179,8 +179,16 @@ class TrainSettings(Strict):
         1, ge=1, description="training processes per machine (CPU: gloo; GPU: one per device)"
     )
     num_nodes: int = Field(1, ge=1, description="machines, each running `devices` processes")
-    strategy: Literal["auto", "ddp"] = Field(
-        "auto", description="ddp: each process trains on its own share of the rows"
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="ddp: each process trains on its own share of the rows; fsdp: the same, "
+        "with the weights sharded across processes (GPUs only)",
+    )
+    ddp_timeout: float = Field(
+        300,
+        gt=0,
+        description="seconds a training process waits for the others (at the start, while they "
+        "prepare their data, and at every step) before the run stops with an error",
     )
 
     @property

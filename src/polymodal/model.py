@@ -27,7 +27,7 @@ from polymodal.network import MultimodalNet
 from polymodal.tasks import Task, encode_targets
 from polymodal.training.batches import TensorBatches, to_tensors
 from polymodal.training.datamodule import Part, PolymodalDataModule, Prepared, is_prepared
-from polymodal.training.distributed import process_rank
+from polymodal.training.distributed import check_strategy, process_rank
 from polymodal.training.embeddings import embed_frozen_inputs
 from polymodal.training.fit import (
     CHECKPOINTS,
@@ -103,6 +103,7 @@ class Model:
         training and architecture settings are this Model's config if one was given, else the
         prepared ones.
         """
+        check_strategy(self.config.train)  # before hours of data preparation
         from_folder = is_prepared_folder(data)
         if not self.config.targets and not from_folder:
             raise BadInputError("no target: pass target='column' (CLI: --target COLUMN)")

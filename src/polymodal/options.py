@@ -207,7 +207,11 @@ NumNodes = Annotated[
 ]
 Strategy = Annotated[
     str | None,
-    typer.Option("--strategy", help="ddp: each process trains on its share of the rows"),
+    typer.Option(
+        "--strategy",
+        help="ddp: each process trains on its share of the rows; fsdp (GPUs only): the same, "
+        "with the weights sharded across processes",
+    ),
 ]
 Encoder = Annotated[
     list[str] | None,

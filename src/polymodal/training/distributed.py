@@ -11,17 +11,43 @@ import os
 
 import numpy as np
 
-from polymodal.config import TrainSettings
+from polymodal.config import ConfigError, TrainSettings
+
+
+class TrainingStopped(RuntimeError):
+    """A training process stopped, so the whole run was stopped; the message says how to resume."""
 
 
 def process_rank(settings: TrainSettings) -> int:
-    """This process's rank among the training processes, from what the launcher set (Lightning's
-    own for `--devices`, torchrun or SLURM across machines); 0 in a single process and in the
-    process that starts the others."""
+    """This process's rank among the training processes, from what the launcher set (srun,
+    torchrun, or Lightning's own for `--devices`); 0 in a single process and in the process
+    that starts the others. SLURM's comes first, as in Lightning's choice of environment."""
+    if launched_by_srun():
+        return int(os.environ["SLURM_PROCID"])
     if "RANK" in os.environ:
         return int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", 0))
     return int(os.environ.get("NODE_RANK", 0)) * settings.devices + local
+
+
+def launched_by_srun() -> bool:
+    """Whether Lightning takes this process for one of an `srun` job's tasks (its
+    SLURMEnvironment): SLURM_NTASKS set, in a job not named 'bash' or 'interactive' (those
+    start the processes some other way)."""
+    interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
+    return "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ and not interactive
+
+
+def check_strategy(settings: TrainSettings) -> None:
+    """FSDP only runs on GPUs: Lightning refuses it on any other accelerator, and torch's
+    FullyShardedDataParallel says 'FSDP needs a non-CPU accelerator device' (torch 2.14)."""
+    import torch
+
+    if settings.strategy == "fsdp" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--strategy fsdp needs GPUs (torch's FSDP does not run on CPUs) and this machine "
+            "has none; use --strategy ddp"
+        )
 
 
 def rows_of_process(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:

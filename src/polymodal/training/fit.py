@@ -19,7 +19,9 @@ from polymodal.network import MultimodalNet
 from polymodal.progress import progress_enabled
 from polymodal.terminal import quiet_lightning
 from polymodal.training.budget import Budget, LearningRateShape
+from polymodal.training.distributed import check_strategy
 from polymodal.training.module import PolymodalModule
+from polymodal.training.processes import stopped_run, training_strategy
 
 CHECKPOINTS = ".checkpoints"  # inside the output folder; removed once the model is saved
 LAST_CHECKPOINT = f"{CHECKPOINTS}/last.ckpt"
@@ -118,6 +120,7 @@ def train_network(
     resume: bool = False,
 ) -> TrainResult:
     """Fit `net` in place; on return it holds the weights of the best validation epoch."""
+    check_strategy(settings)
     L.seed_everything(settings.seed, workers=True, verbose=False)
     share_cores(settings)
     checkpoints = workdir / CHECKPOINTS
@@ -142,7 +145,7 @@ def train_network(
         accelerator="auto",
         devices=settings.devices,
         num_nodes=settings.num_nodes,
-        strategy="ddp" if settings.world_size > 1 else "auto",
+        strategy=training_strategy(settings),
         # each process already holds its share of the training rows (training/datamodule.py),
         # and every process validates on all rows, so all agree on the score and the stop
         use_distributed_sampler=False,
@@ -158,7 +161,15 @@ def train_network(
         plugins=[AsyncCheckpointIO()],
     )
     started = time.perf_counter()
-    trainer.fit(module, train, valid, ckpt_path=str(last) if resume and last.is_file() else None)
+    try:
+        trainer.fit(
+            module, train, valid, ckpt_path=str(last) if resume and last.is_file() else None
+        )
+    except Exception as error:
+        stopped = stopped_run(trainer, error, workdir, last)
+        if stopped is None:
+            raise
+        raise stopped from None
     result = TrainResult(
         history=history.epochs,
         seconds=time.perf_counter() - started,
