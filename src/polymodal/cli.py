@@ -415,6 +415,7 @@ def compare(
     modality_dropout: opt.ModalityDropout = None,
     strict: opt.Strict = None,
     augment: opt.Augment = None,
+    workers: opt.Workers = None,
     devices: opt.Devices = None,
     num_nodes: opt.NumNodes = None,
     strategy: opt.Strategy = None,

@@ -8,6 +8,7 @@ metrics → save. Learned state ends with `_`, as in scikit-learn.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from polymodal.network import MultimodalNet
 from polymodal.tasks import Task, encode_targets
 from polymodal.training.batches import TensorBatches, to_tensors
 from polymodal.training.datamodule import Part, PolymodalDataModule, Prepared, is_prepared
-from polymodal.training.distributed import check_strategy, process_rank
+from polymodal.training.distributed import check_strategy, environment, process_rank
 from polymodal.training.embeddings import embed_frozen_inputs
 from polymodal.training.fit import (
     CHECKPOINTS,
@@ -40,6 +41,9 @@ from polymodal.version import __version__
 
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
 PREPARED_DIR = ".prepared"  # inside the output folder while training; removed after
+# Set by rank 0 for the training processes Lightning's launcher starts from it (they inherit
+# its environment): the folder rank 0 has finished preparing, so they need not prepare again.
+RANK0_PREPARED = "POLYMODAL_RANK0_PREPARED"
 PREDICT_BATCH = 256
 DataLike = str | Path | pd.DataFrame | Table
 
@@ -118,6 +122,9 @@ class Model:
         private = writer or out_dir is None
         own = workdir if private else Path(tempfile.mkdtemp(prefix="polymodal-rank-"))
         folder = Path(data) if from_folder else own / PREPARED_DIR
+        given = os.environ.get(RANK0_PREPARED)
+        if given and not writer and not from_folder and is_prepared(given):
+            folder = Path(given)  # read, not prepared a second time
         module = PolymodalDataModule(
             folder, data, config=self.config, valid=valid, cache=self.cache, embed=self._embed
         )
@@ -131,14 +138,15 @@ class Model:
         self.net_ = self._network(prepared.schema)
         self.embedding_seconds_ = prepared.embedding_seconds
         settings = self.config.train
-        result = train_network(
-            self.net_,
-            module.train_dataloader(),
-            module.val_dataloader(),
-            settings,
-            workdir=workdir,
-            resume=resume,
-        )
+        with environment(RANK0_PREPARED, str(folder.resolve()) if writer else None):
+            result = train_network(
+                self.net_,
+                module.train_dataloader(),
+                module.val_dataloader(),
+                settings,
+                workdir=workdir,
+                resume=resume,
+            )
         self.net_.eval()
         if not writer:  # its share is trained; rank 0 scores and saves the model
             shutil.rmtree(own, ignore_errors=True)

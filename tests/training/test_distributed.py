@@ -281,3 +281,29 @@ def test_killing_one_process_stops_the_run_and_resume_continues(tmp_path):
         "model.safetensors",
     ]
     Model.load(out).predict(data)
+
+
+def test_a_process_started_by_rank_0_reads_its_prepared_folder_instead_of_decoding(
+    tmp_path, monkeypatch
+):
+    """Lightning's launcher starts ranks 1.. from rank 0 after it has prepared the data; they
+    find the folder in their environment and train from it without decoding a file."""
+    import polymodal.model as model_module
+    from tests.media import tiny_config as tiny
+
+    data = demo_table(tmp_path)
+    config = tiny()
+    config.train.max_epochs = 1
+    prepared = Model(target="label", config=config).prepare(data, tmp_path / "prepared")
+    monkeypatch.setenv(model_module.RANK0_PREPARED, str(prepared))
+    monkeypatch.setenv("RANK", "1")  # a non-writing process of the run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr("polymodal.data.features.encode_inputs", refuse)
+    monkeypatch.setattr("polymodal.training.datamodule.encode_inputs", refuse)
+    model = Model(target="label", config=config).fit(data, out=tmp_path / "model")
+    assert model.net_ is not None  # trained
+    assert not (tmp_path / "model" / "config.json").exists()  # and left the saving to rank 0
+    assert (prepared / "prepared.json").is_file()  # rank 0's folder is left to rank 0

@@ -122,7 +122,11 @@ def prepare(
         "embedding_seconds": seconds,
     }
     (folder / PREPARED).write_text(json.dumps(document, indent=1))  # last: the folder is whole
-    return load(folder)
+    prepared = load(folder)
+    # the fitted schema itself, not its copy read back: a network built for it while embedding
+    # (frozen encoders) holds its task states, which decoding settings and saving must share
+    prepared.schema = schema
+    return prepared
 
 
 def write_part(

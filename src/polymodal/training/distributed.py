@@ -8,6 +8,8 @@ process reaches the same score and the same decision to stop; only rank 0 writes
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -57,3 +59,20 @@ def rows_of_process(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:
         return rows
     share = len(rows) // world_size
     return np.asarray(rows)[rank::world_size][:share]
+
+
+@contextmanager
+def environment(name: str, value: str | None) -> Iterator[None]:
+    """The environment variable `name` set to `value` (None: left as it is) inside the block."""
+    if value is None:
+        yield
+        return
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
