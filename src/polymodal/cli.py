@@ -192,6 +192,17 @@ def predict(
         bool, typer.Option(help="continue an interrupted run: keep the rows already written")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
+    engine: Annotated[
+        opt.Engine, typer.Option(help="local: this process; ray: actors of a Ray cluster")
+    ] = opt.Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: the cluster's HOST:PORT (default: start one here)"),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="--engine ray: actors, each holding the model (one per node)"),
+    ] = None,
     beam: opt.Beam = None,
     nbest: opt.NBest = None,
     length_penalty: opt.LengthPenalty = None,
@@ -227,7 +238,9 @@ def predict(
     (text targets: the text, its log-probability and, with --nbest, the n best).
 
     --zero-shot COLUMN instead scores each row against classes named by --labels (embedded
-    through the text input, in each --template) or shown by --examples (their mean vector)."""
+    through the text input, in each --template) or shown by --examples (their mean vector).
+
+    --engine ray predicts the chunks on a Ray cluster: the same file, byte for byte."""
     from polymodal.data.problems import BadInputError
     from polymodal.model import Model
     from polymodal.serving.batch import predict_to_csv
@@ -238,6 +251,10 @@ def predict(
             "--labels, --template, --text-column, --examples, --example-column and --truth "
             "need --zero-shot"
         )
+    if engine is opt.Engine.local and (address is not None or workers is not None):
+        raise BadInputError("--address and --workers are for --engine ray")
+    if engine is opt.Engine.ray and zero_shot is not None:
+        raise BadInputError("--zero-shot scores the whole table at once: not with --engine ray")
     if output.exists() and not (overwrite or resume):
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it or --resume")
     if zero_shot is not None:
@@ -249,12 +266,21 @@ def predict(
             example_column=example_column or zero_shot,
         )  # fmt: skip
         return
-    model = Model.load(model_dir)
-    model.set_decoding(**opt.decoding(beam, nbest, length_penalty, max_length))
-    result = predict_to_csv(
-        model, data, output, chunk_size=chunk_size, resume=resume, overwrite=overwrite,
-        console=console,
-    )  # fmt: skip
+    decoding = opt.decoding(beam, nbest, length_penalty, max_length)
+    if engine is opt.Engine.ray:
+        from polymodal.serving.ray_batch import predict_on_ray
+
+        result = predict_on_ray(
+            model_dir, data, output, chunk_size=chunk_size, resume=resume, overwrite=overwrite,
+            address=address, workers=workers, decoding=decoding, console=console,
+        )  # fmt: skip
+    else:
+        model = Model.load(model_dir)
+        model.set_decoding(**decoding)
+        result = predict_to_csv(
+            model, data, output, chunk_size=chunk_size, resume=resume, overwrite=overwrite,
+            console=console,
+        )  # fmt: skip
     print_problems([vars(p) for p in result.problems])
     kept = f" ({result.skipped} already there)" if result.skipped else ""
     out.print(f"{result.written} predictions written to [bold]{output}[/]{kept}")

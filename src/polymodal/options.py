@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -237,6 +238,14 @@ GradientCheckpointing = Annotated[
         help="pretrained encoders that train: less memory, more compute",
     ),
 ]
+
+
+class Engine(StrEnum):
+    """Where `predict` runs: this process, or the actors of a Ray cluster."""
+
+    local = "local"
+    ray = "ray"
+
 
 # Decoding of generated targets (text), shared by `predict` and `evaluate`. None: as trained.
 Beam = Annotated[int | None, typer.Option("--beam", min=1, help="text targets: beam width")]

@@ -1,0 +1,148 @@
+"""`polymodal predict --engine ray` on a real Ray cluster on 127.0.0.1: the same bytes as one
+process, a killed actor changes nothing, and --resume continues per shard."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+import polymodal
+from polymodal.cli import app
+from tests.media import shapes_and_tones
+from tests.serving.conftest import free_port
+
+RAY = Path(sys.executable).with_name("ray")
+SOURCE = Path(polymodal.__file__).resolve().parents[1]
+CLI = "from polymodal.cli import app; app(prog_name='polymodal')"
+runner = CliRunner()
+
+
+# Ray turns 127.0.0.1 into this machine's outward address (and refuses a head on loopback)
+# unless it runs as a one-machine cluster, which this variable asks for.
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A two-CPU Ray head on 127.0.0.1 with its own temp folder and auth token (nothing
+    written under ~/.ray); stopped, and its folder removed, when the module is done."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'polymodal[scale]')")
+    port, folder = free_port(), Path(tempfile.mkdtemp(prefix="ray-"))
+    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", *LOOPBACK)}
+    # Set before ray is imported: it reads both at import.
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), **LOOPBACK)
+    from ray._private import ray_constants as constants
+
+    saved_constant = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False  # in case another test imported ray before
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCE), str(SOURCE.parent)])}
+    start = [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
+    start += ["--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"]
+    start += ["--temp-dir", str(folder)]
+    try:
+        subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+        constants.ENABLE_RAY_CLUSTER = saved_constant
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+
+
+def predict(*args: object):
+    return runner.invoke(app, ["predict", *map(str, args)])
+
+
+def data_lines(path: Path) -> int:
+    return max(0, path.read_bytes().count(b"\n") - 1) if path.exists() else 0
+
+
+def shard_actors() -> list[psutil.Process]:
+    """The Ray actors holding the model (their process title names ShardPredictor)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if "ShardPredictor" in " ".join(process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def test_ray_output_is_byte_identical(trained, cluster, tmp_path):
+    local, distributed = tmp_path / "local.csv", tmp_path / "ray.csv"
+    began = time.monotonic()
+    assert predict(trained.model_dir, trained.data, "-o", local, "--chunk-size", "5").exit_code == 0
+    middle = time.monotonic()
+    result = predict(
+        trained.model_dir, trained.data, "-o", distributed, "--chunk-size", "5",
+        "--engine", "ray", "--address", cluster, "--workers", "2",
+    )  # fmt: skip
+    print(f"one process {middle - began:.1f} s, Ray {time.monotonic() - middle:.1f} s")
+    assert result.exit_code == 0, result.output
+    assert "32 predictions written" in result.output
+    assert distributed.read_bytes() == local.read_bytes()
+
+
+def test_killed_actor_is_replaced_and_no_row_is_lost(trained, cluster, tmp_path):
+    data = shapes_and_tones(tmp_path / "data", rows=64, seed=1)
+    reference, output = tmp_path / "reference.csv", tmp_path / "ray.csv"
+    args = [str(trained.model_dir), str(data), "--chunk-size", "1"]
+    assert predict(*args, "-o", reference).exit_code == 0
+
+    command = [sys.executable, "-c", CLI, "predict", *args, "-o", str(output)]
+    command += ["--engine", "ray", "--address", cluster, "--workers", "2"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while data_lines(output) < 2 and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victims = shard_actors()
+    assert victims and run.poll() is None, "no actor to kill while the run was going"
+    victims[0].send_signal(signal.SIGKILL)  # the worker process itself, as after an OOM kill
+    killed_at = data_lines(output)
+    said, _ = run.communicate(timeout=180)
+    assert run.returncode == 0, said
+    assert killed_at < 64, "the run finished before the kill"
+    assert output.read_bytes() == reference.read_bytes()
+
+
+def test_resume_continues_after_the_last_whole_shard(trained, cluster, tmp_path):
+    reference, output = tmp_path / "reference.csv", tmp_path / "ray.csv"
+    args = [trained.model_dir, trained.data, "--chunk-size", "4"]
+    assert predict(*args, "-o", reference).exit_code == 0
+    whole = reference.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    output.write_bytes(b"".join(lines[:13]) + lines[13][:7])  # 12 rows, then a cut line
+
+    result = predict(*args, "-o", output, "--resume", "--engine", "ray", "--address", cluster)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "20 predictions written" in said and "(12 already there)" in said
+    assert output.read_bytes() == whole
+
+    again = predict(*args, "-o", output, "--resume", "--engine", "ray", "--address", cluster)
+    assert again.exit_code == 0 and "0 predictions written" in " ".join(again.output.split())
+    assert output.read_bytes() == whole
+
+
+def test_engine_options_are_checked_before_any_cluster(trained, tmp_path):
+    output = tmp_path / "preds.csv"
+    result = predict(trained.model_dir, trained.data, "-o", output, "--workers", "2")
+    assert result.exit_code == 2 and "--engine ray" in result.output
+    result = predict(
+        trained.model_dir, trained.data, "-o", output, "--engine", "ray",
+        "--zero-shot", "picture", "--labels", "a,b",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--zero-shot" in result.output
+    assert not output.exists()
