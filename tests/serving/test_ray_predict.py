@@ -71,13 +71,16 @@ def data_lines(path: Path) -> int:
     return max(0, path.read_bytes().count(b"\n") - 1) if path.exists() else 0
 
 
+def title(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # gone
+        return ""
+
+
 def shard_actors() -> list[psutil.Process]:
-    """The Ray actors holding the model (their process title names ShardPredictor)."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if "ShardPredictor" in " ".join(process.info["cmdline"] or []):
-            found.append(process)
-    return found
+    """The Ray actors holding the model: their process titles name ShardPredictor."""
+    return [process for process in psutil.process_iter() if "ShardPredictor" in title(process)]
 
 
 def test_ray_output_is_byte_identical(trained, cluster, tmp_path):
@@ -104,17 +107,32 @@ def test_killed_actor_is_replaced_and_no_row_is_lost(trained, cluster, tmp_path)
     command = [sys.executable, "-c", CLI, "predict", *args, "-o", str(output)]
     command += ["--engine", "ray", "--address", cluster, "--workers", "2"]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while data_lines(output) < 2 and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    victims = shard_actors()
-    assert victims and run.poll() is None, "no actor to kill while the run was going"
-    victims[0].send_signal(signal.SIGKILL)  # the worker process itself, as after an OOM kill
-    killed_at = data_lines(output)
-    said, _ = run.communicate(timeout=180)
+    try:
+        victim = predicting_actor(run, output)
+        victim.send_signal(signal.SIGKILL)  # mid-shard, as an out-of-memory kill would
+        killed_at = data_lines(output)
+        said, _ = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
     assert run.returncode == 0, said
     assert killed_at < 64, "the run finished before the kill"
     assert output.read_bytes() == reference.read_bytes()
+    print(f"actor killed after {killed_at} of 64 rows were written")
+
+
+def predicting_actor(run: subprocess.Popen, output: Path) -> psutil.Process:
+    """An actor of the run caught predicting a shard (Ray titles its process
+    `ray::MapWorker(MapBatches(ShardPredictor)).submit` meanwhile)."""
+    deadline = time.monotonic() + 120
+    while data_lines(output) < 2 and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the actors are up and predicting
+    actors = shard_actors()
+    while run.poll() is None and time.monotonic() < deadline:
+        for actor in actors:
+            if ".submit" in title(actor):
+                return actor
+    raise AssertionError(f"no actor seen predicting; {data_lines(output)} rows written")
 
 
 def test_resume_continues_after_the_last_whole_shard(trained, cluster, tmp_path):
