@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from polymodal import options as opt
@@ -45,7 +46,10 @@ def friendly_errors(command: Any) -> Any:
             return command(*args, **kwargs)
         except (BadInputError, ConfigError, KeyError, FileExistsError) as error:
             message = error.args[0] if error.args else str(error)
-            console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            # escaped: a `[...]` in the message (a path, `polymodal[scale]`) is text, not markup
+            console.print(
+                f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return run

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 import polymodal
 from polymodal.cli import app
+from polymodal.serving.ray_batch import threads_per_worker
 from tests.media import shapes_and_tones
 from tests.serving.conftest import free_port
 
@@ -164,3 +165,21 @@ def test_engine_options_are_checked_before_any_cluster(trained, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 2 and "--zero-shot" in result.output
     assert not output.exists()
+
+
+def test_actors_split_the_smallest_node():
+    assert threads_per_worker([2], 2) == 1
+    assert threads_per_worker([16, 8], 2) == 8  # one actor per node, each fits on 8 cores
+    assert threads_per_worker([16, 8], 3) == 4  # two on some node
+    assert threads_per_worker([2], 8) == 1
+
+
+def test_without_ray_the_error_names_the_extra(trained, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+
+    def without_ray(name, *args):
+        return None if name.split(".")[0] == "ray" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_ray)
+    result = predict(trained.model_dir, trained.data, "-o", tmp_path / "p.csv", "--engine", "ray")
+    assert result.exit_code == 2 and "pip install 'polymodal[scale]'" in result.output

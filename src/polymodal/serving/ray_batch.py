@@ -71,10 +71,9 @@ def predict_on_ray(
         return write_shards([], data, output, done, console, on_chunk)
     start_ray(ray, address)
     try:
-        predicted = predict_shards(
-            ray, shards, model_dir, data, workers, decoding, threads_per_worker(ray, workers)
-        )
-        return write_shards(predicted, data, output, done, console, on_chunk)
+        dataset = shard_dataset(ray, shards, model_dir, data, workers, decoding)
+        del shards  # the dataset's blocks, in Ray's object store, hold them now
+        return write_shards(ordered_shards(dataset), data, output, done, console, on_chunk)
     finally:
         ray.shutdown()
 
@@ -105,27 +104,31 @@ def start_ray(ray: Any, address: str | None) -> None:
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
-def threads_per_worker(ray: Any, workers: int | None) -> int:
+def node_cpus(ray: Any) -> list[int]:
+    """The CPUs of each live node that has any (a head started with `--num-cpus 0` has none)."""
+    cpus = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    return [count for count in cpus if count > 0] or [1]
+
+
+def threads_per_worker(cpus: list[int], workers: int) -> int:
     """CPUs (and torch threads) per actor: the smallest node's cores shared by the actors it
-    holds, so every actor fits on any node."""
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    cores = min(int(node["Resources"].get("CPU", 1)) for node in nodes)
-    per_node = math.ceil((workers or len(nodes)) / len(nodes))
-    return max(1, cores // per_node)
+    would hold, so that every actor fits on any node."""
+    return max(1, min(cpus) // math.ceil(workers / len(cpus)))
 
 
-def predict_shards(
+def shard_dataset(
     ray: Any,
     shards: list[dict],
     model_dir: Path,
     data: Path,
     workers: int | None,
     decoding: dict[str, Any],
-    threads: int,
-) -> Iterator[Shard]:
-    """The shards' predictions, in table order, as the actors finish them."""
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    dataset = ray.data.from_items(shards, override_num_blocks=len(shards)).map_batches(
+) -> Any:
+    """The shards (one per block) mapped by a pool of `ShardPredictor` actors."""
+    cpus = node_cpus(ray)
+    workers = workers or len(cpus)
+    threads = threads_per_worker(cpus, workers)
+    return ray.data.from_items(shards, override_num_blocks=len(shards)).map_batches(
         ShardPredictor,
         fn_constructor_kwargs={
             "model_dir": str(Path(model_dir).resolve()),
@@ -138,9 +141,13 @@ def predict_shards(
         batch_format="pandas",
         # Ray Data's actor pools restart a dead actor and retry its shard by default
         # (max_restarts=-1, max_task_retries=-1): a killed worker costs time, not rows.
-        compute=ray.data.ActorPoolStrategy(size=workers or nodes),
+        compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=threads,
     )
+
+
+def ordered_shards(dataset: Any) -> Iterator[Shard]:
+    """The shards' predictions in table order (`preserve_order`), as the actors finish them."""
     for row in dataset.iter_rows():
         problems = [Problem(**problem) for problem in json.loads(row["problems"])]
         yield Shard(int(row["rows"]), row["text"], problems)
