@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 from typer.testing import CliRunner
@@ -85,18 +86,24 @@ def shard_actors() -> list[psutil.Process]:
 
 
 def test_ray_output_is_byte_identical(trained, cluster, tmp_path):
+    frame = pd.read_csv(trained.data)
+    frame.loc[9, "picture"] = "img/missing.png"  # reported with its row, as without Ray
+    data = trained.folder / "ray-with-problem.csv"
+    frame.to_csv(data, index=False)
     local, distributed = tmp_path / "local.csv", tmp_path / "ray.csv"
     began = time.monotonic()
-    assert predict(trained.model_dir, trained.data, "-o", local, "--chunk-size", "5").exit_code == 0
+    alone = predict(trained.model_dir, data, "-o", local, "--chunk-size", "5")
     middle = time.monotonic()
     result = predict(
-        trained.model_dir, trained.data, "-o", distributed, "--chunk-size", "5",
+        trained.model_dir, data, "-o", distributed, "--chunk-size", "5",
         "--engine", "ray", "--address", cluster, "--workers", "2",
     )  # fmt: skip
     print(f"one process {middle - began:.1f} s, Ray {time.monotonic() - middle:.1f} s")
-    assert result.exit_code == 0, result.output
+    assert alone.exit_code == 0 and result.exit_code == 0, result.output
     assert "32 predictions written" in result.output
     assert distributed.read_bytes() == local.read_bytes()
+    said = " ".join(result.output.split())
+    assert "1 input problems" in said and "file not found" in said and " 9 " in said
 
 
 def test_killed_actor_is_replaced_and_no_row_is_lost(trained, cluster, tmp_path):
