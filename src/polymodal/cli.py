@@ -196,17 +196,9 @@ def predict(
         bool, typer.Option(help="continue an interrupted run: keep the rows already written")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
-    engine: Annotated[
-        opt.Engine, typer.Option(help="local: this process; ray: actors of a Ray cluster")
-    ] = opt.Engine.local,
-    address: Annotated[
-        str | None,
-        typer.Option(help="--engine ray: the cluster's HOST:PORT (default: start one here)"),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(min=1, help="--engine ray: actors, each holding the model (one per node)"),
-    ] = None,
+    engine: opt.EngineOption = opt.Engine.local,
+    address: opt.Address = None,
+    workers: opt.Workers = None,
     beam: opt.Beam = None,
     nbest: opt.NBest = None,
     length_penalty: opt.LengthPenalty = None,
@@ -255,8 +247,7 @@ def predict(
             "--labels, --template, --text-column, --examples, --example-column and --truth "
             "need --zero-shot"
         )
-    if engine is opt.Engine.local and (address is not None or workers is not None):
-        raise BadInputError("--address and --workers are for --engine ray")
+    opt.check_engine(engine, address, workers)
     if engine is opt.Engine.ray and zero_shot is not None:
         raise BadInputError("--zero-shot scores the whole table at once: not with --engine ray")
     if output.exists() and not (overwrite or resume):
@@ -594,15 +585,26 @@ def embed(
         "vectors.parquet"
     ),
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
+    engine: opt.EngineOption = opt.Engine.local,
+    address: opt.Address = None,
+    workers: opt.Workers = None,
 ) -> None:
     """Write each row's vector of one input (the fused representation with only that input
-    present) to Parquet: row, the table's columns, vector."""
+    present) to Parquet: row, the table's columns, vector.
+
+    --engine ray embeds shards of the table on a Ray cluster: the same file, byte for byte."""
     from polymodal.model import Model
     from polymodal.search.embeddings import embed_rows, write_vectors
 
+    opt.check_engine(engine, address, workers)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
-    embedded = embed_rows(Model.load(model_dir), data, column)
+    if engine is opt.Engine.ray:
+        from polymodal.serving.ray_batch import embed_on_ray
+
+        embedded = embed_on_ray(model_dir, data, column, address=address, workers=workers)
+    else:
+        embedded = embed_rows(Model.load(model_dir), data, column)
     write_vectors(embedded, output)
     print_problems([vars(p) for p in embedded.problems.problems])
     out.print(f"{len(embedded.vectors)} vectors written to [bold]{output}[/]{skipped(embedded)}")

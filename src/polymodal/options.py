@@ -241,10 +241,33 @@ GradientCheckpointing = Annotated[
 
 
 class Engine(StrEnum):
-    """Where `predict` runs: this process, or the actors of a Ray cluster."""
+    """Where `predict` and `embed` run: this process, or the actors of a Ray cluster."""
 
     local = "local"
     ray = "ray"
+
+
+EngineOption = Annotated[
+    Engine, typer.Option("--engine", help="local: this process; ray: actors of a Ray cluster")
+]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        "--address", help="--engine ray: the cluster's HOST:PORT (default: start one here)"
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=1, help="--engine ray: actors, each holding the model (one per node)"
+    ),
+]
+
+
+def check_engine(engine: Engine, address: str | None, workers: int | None) -> None:
+    """--address and --workers say where and how wide a Ray run goes: nothing without one."""
+    if engine is Engine.local and (address is not None or workers is not None):
+        raise ConfigError("--address and --workers are for --engine ray")
 
 
 # Decoding of generated targets (text), shared by `predict` and `evaluate`. None: as trained.

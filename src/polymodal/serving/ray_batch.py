@@ -15,20 +15,26 @@ byte. With `preserve_order` the driver receives the shards in table order and ap
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import math
 import pickle
-from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 from rich.console import Console
 
-from polymodal.data.problems import BadInputError, Problem
-from polymodal.model import Model
+from polymodal.data.problems import BadInputError, Problem, ProblemLog
+from polymodal.data.table import Table, read_table
+from polymodal.model import PREDICT_BATCH, Model, without_other_inputs
+from polymodal.search.embeddings import Embedded, kept_rows
 from polymodal.serving.batch import (
     BatchResult,
     Shard,
@@ -40,6 +46,7 @@ from polymodal.serving.batch import (
 )
 
 INSTALL = "pip install 'polymodal[scale]'"
+EMBED_SHARD = 4 * PREDICT_BATCH  # whole forward batches, so each vector is the one-process one
 
 
 def predict_on_ray(
@@ -58,26 +65,45 @@ def predict_on_ray(
 ) -> BatchResult:
     """`predict_to_csv` on a Ray cluster (`address`; None starts one on this machine), with
     `workers` actors (default: one per node). Same output, same resume, same problems."""
-    ray = import_ray()
+    import_ray()
     decoding = decoding or {}
     model = Model.load(model_dir).set_decoding(**decoding)  # for the header, and to fail early
     done = open_output(output_header(model), data, output, resume=resume, overwrite=overwrite)
     del model
-    shards = [
-        {"offset": offset, "frame": pickle.dumps(frame)}
-        for offset, frame in read_chunks(data, chunk_size, skip=done)
-    ]
+    shards = pickled(read_chunks(data, chunk_size, skip=done))
     if not shards:  # nothing left to predict: no cluster needed
         return write_shards([], data, output, done, console, on_chunk)
-    start_ray(ray, address)
-    try:
-        dataset = shard_dataset(ray, shards, model_dir, data, workers, decoding)
-        del shards  # the dataset's blocks, in Ray's object store, hold them now
-        return write_shards(ordered_shards(dataset), data, output, done, console, on_chunk)
-    finally:
-        ray.shutdown()
+    settings = actor_settings(model_dir, data, decoding=decoding)
+    with ray_session(address) as ray:
+        rows = map_shards(ray, ShardPredictor, shards, settings, workers)
+        predicted = (Shard(int(row["rows"]), row["text"], problems_of(row)) for row in rows)
+        return write_shards(predicted, data, output, done, console, on_chunk)
 
 
+def embed_on_ray(
+    model_dir: Path, data: Path, column: str, *, address: str | None, workers: int | None
+) -> Embedded:
+    """`embed_rows` on a Ray cluster: the table in shards of whole forward batches, one
+    actor call each, the vectors put back together in table order."""
+    import_ray()
+    table = read_table(data)
+    without_other_inputs(table, Model.load(model_dir).schema_, column)  # an unknown column
+    frame = table.frame
+    shards = pickled(
+        (start, frame.iloc[start : start + EMBED_SHARD])
+        for start in range(0, len(frame), EMBED_SHARD)
+    )
+    settings = actor_settings(model_dir, data, column=column)
+    with ray_session(address) as ray:
+        rows = list(map_shards(ray, ShardEmbedder, shards, settings, workers))
+    log = ProblemLog(table=table.name)
+    for row in rows:
+        log.problems += problems_of(row)
+    vectors = np.concatenate([np.load(io.BytesIO(row["vectors"])) for row in rows])
+    return kept_rows(table, vectors, log)
+
+
+# ------------------------------------------------------------------------ Ray
 def import_ray() -> Any:
     """Ray is an optional dependency (the `scale` extra): imported only when asked for."""
     if importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow") is None:
@@ -89,19 +115,23 @@ def import_ray() -> Any:
     return ray
 
 
-def start_ray(ray: Any, address: str | None) -> None:
-    """Join the cluster at `address`, or start a private one here; quietly either way."""
+@contextmanager
+def ray_session(address: str | None) -> Iterator[Any]:
+    """Join the cluster at `address`, or start a private one here, quietly; leave it after."""
+    ray = import_ray()
     options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address is None:
         options["include_dashboard"] = False
     ray.init(address=address, **options)
-    from ray.data import DataContext
-
-    context = DataContext.get_current()
-    context.execution_options.preserve_order = True  # the driver writes in table order
-    context.enable_progress_bars = False  # the driver draws its own bar over rows
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # results come in table order
+        context.enable_progress_bars = False  # the driver draws its own bar over rows
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        yield ray
+    finally:
+        ray.shutdown()
 
 
 def node_cpus(ray: Any) -> list[int]:
@@ -110,67 +140,102 @@ def node_cpus(ray: Any) -> list[int]:
     return [count for count in cpus if count > 0] or [1]
 
 
-def threads_per_worker(cpus: list[int], workers: int) -> int:
-    """CPUs (and torch threads) per actor: the smallest node's cores shared by the actors it
-    would hold, so that every actor fits on any node."""
+def cpus_per_worker(cpus: list[int], workers: int) -> int:
+    """CPUs Ray reserves per actor: the smallest node's cores shared by the actors it would
+    hold, so that every actor fits on any node."""
     return max(1, min(cpus) // math.ceil(workers / len(cpus)))
 
 
-def shard_dataset(
-    ray: Any,
-    shards: list[dict],
-    model_dir: Path,
-    data: Path,
-    workers: int | None,
-    decoding: dict[str, Any],
-) -> Any:
-    """The shards (one per block) mapped by a pool of `ShardPredictor` actors."""
+def pickled(shards: Iterable[tuple[int, pd.DataFrame]]) -> list[dict]:
+    """One dataset row per shard, its frame pickled: the actor gets the very frame the
+    single-process path would predict (dtypes and all), not an Arrow round trip of it."""
+    return [{"offset": offset, "frame": pickle.dumps(frame)} for offset, frame in shards]
+
+
+def actor_settings(model_dir: Path, data: Path, **more: Any) -> dict[str, Any]:
+    """What every actor needs: absolute paths, so it can run on any node sharing the files."""
+    return {
+        "model_dir": str(Path(model_dir).resolve()),
+        "base_dir": str(data.parent.resolve()),
+        "table": str(data),
+        **more,
+    }
+
+
+def map_shards(
+    ray: Any, actor: type, shards: list[dict], settings: dict[str, Any], workers: int | None
+) -> Iterator[dict]:
+    """Each shard's result row, in table order, as a pool of `actor`s finishes them. Empties
+    `shards`: the dataset's blocks, in Ray's object store, hold them from then on."""
     cpus = node_cpus(ray)
     workers = workers or len(cpus)
-    threads = threads_per_worker(cpus, workers)
-    return ray.data.from_items(shards, override_num_blocks=len(shards)).map_batches(
-        ShardPredictor,
-        fn_constructor_kwargs={
-            "model_dir": str(Path(model_dir).resolve()),
-            "base_dir": str(data.parent.resolve()),
-            "table": str(data),
-            "decoding": decoding,
-            "threads": threads,
-        },
-        batch_size=1,  # one shard per call: rows are predicted in the single-process batches
+    # Each actor runs as many torch threads as this process would: how a sum is split among
+    # threads moves its last bits, and the file is to be the one-process file byte for byte.
+    threads = torch.get_num_threads()
+    dataset = ray.data.from_items(shards, override_num_blocks=len(shards)).map_batches(
+        actor,
+        fn_constructor_kwargs={**settings, "threads": threads},
+        batch_size=1,  # one shard per call: rows go through the model in one-process batches
         batch_format="pandas",
         # Ray Data's actor pools restart a dead actor and retry its shard by default
         # (max_restarts=-1, max_task_retries=-1): a killed worker costs time, not rows.
         compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=threads,
+        num_cpus=cpus_per_worker(cpus, workers),
     )
+    shards.clear()
+    return dataset.iter_rows()
 
 
-def ordered_shards(dataset: Any) -> Iterator[Shard]:
-    """The shards' predictions in table order (`preserve_order`), as the actors finish them."""
-    for row in dataset.iter_rows():
-        problems = [Problem(**problem) for problem in json.loads(row["problems"])]
-        yield Shard(int(row["rows"]), row["text"], problems)
+def problems_of(row: dict) -> list[Problem]:
+    return [Problem(**problem) for problem in json.loads(row["problems"])]
 
 
-class ShardPredictor:
-    """A Ray actor's work: load the model once, then predict shard after shard."""
+# ------------------------------------------------------------------------ actors
+class ShardActor:
+    """A Ray actor's state: the model, loaded once; `shard` turns one shard into one row."""
 
     def __init__(
-        self, model_dir: str, base_dir: str, table: str, decoding: dict[str, Any], threads: int
+        self,
+        model_dir: str,
+        base_dir: str,
+        table: str,
+        threads: int,
+        decoding: dict[str, Any] | None = None,
+        column: str | None = None,
     ) -> None:
-        import torch
-
         torch.set_num_threads(threads)
-        self.model = Model.load(model_dir).set_decoding(**decoding)
-        self.base_dir, self.table = Path(base_dir), table
+        self.model = Model.load(model_dir).set_decoding(**(decoding or {}))
+        self.base_dir, self.table, self.column = Path(base_dir), table, column
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        results = []
-        for offset, frame in zip(batch["offset"], batch["frame"], strict=True):
-            shard = predict_shard(
-                self.model, pickle.loads(frame), int(offset), self.base_dir, self.table
-            )
-            problems = json.dumps([asdict(problem) for problem in shard.problems])
-            results.append({"rows": shard.rows, "text": shard.text, "problems": problems})
-        return pd.DataFrame(results)
+        frames = [pickle.loads(frame) for frame in batch["frame"]]
+        offsets = [int(offset) for offset in batch["offset"]]
+        return pd.DataFrame([self.shard(*pair) for pair in zip(frames, offsets, strict=True)])
+
+    def shard(self, frame: pd.DataFrame, offset: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ShardPredictor(ShardActor):
+    """Predictions of a shard, as the CSV lines `predict_shard` writes for one process."""
+
+    def shard(self, frame: pd.DataFrame, offset: int) -> dict[str, Any]:
+        shard = predict_shard(self.model, frame, offset, self.base_dir, self.table)
+        return {"rows": shard.rows, "text": shard.text, "problems": as_json(shard.problems)}
+
+
+class ShardEmbedder(ShardActor):
+    """Vectors of a shard's `column` (NaN where it has none), as `Model.embed` gives them."""
+
+    def shard(self, frame: pd.DataFrame, offset: int) -> dict[str, Any]:
+        log = ProblemLog(table=self.table)
+        table = Table(frame.reset_index(drop=True), self.base_dir, self.table)
+        vectors = self.model.embed(table, column=self.column, log=log)
+        buffer = io.BytesIO()
+        np.save(buffer, vectors)
+        problems = [replace(problem, row=problem.row + offset) for problem in log.problems]
+        return {"rows": len(frame), "vectors": buffer.getvalue(), "problems": as_json(problems)}
+
+
+def as_json(problems: list[Problem]) -> str:
+    return json.dumps([asdict(problem) for problem in problems])
