@@ -216,3 +216,9 @@ def test_without_ray_the_error_names_the_extra(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", without_ray)
     result = predict(trained.model_dir, trained.data, "-o", tmp_path / "p.csv", "--engine", "ray")
     assert result.exit_code == 2 and "pip install 'polymodal[scale]'" in result.output
+
+
+def test_the_cli_imports_without_ray():
+    check = "import sys, polymodal.cli, polymodal.serving.ray_batch; print('ray' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert found.stdout.strip() == "False", found.stderr  # ray is imported only by a Ray run

@@ -1,4 +1,4 @@
-"""`polymodal predict --engine ray`: the chunks of `batch.py`, predicted by Ray actors.
+"""`predict --engine ray` and `embed --engine ray`: the table in shards, run by Ray actors.
 
 The driver reads the table in the same chunks as the single-process path (`read_chunks`);
 each chunk becomes one shard, a row of a Ray Data dataset holding the chunk's frame. Tables
@@ -8,8 +8,9 @@ each actor loading the model once. An actor formats its shard's CSV lines itself
 `predict_shard`, the function the single-process path calls, so the file is the same byte for
 byte. With `preserve_order` the driver receives the shards in table order and appends them as
 `write_shards` does for one process (flushed and synced per shard), which is what lets
-`--resume` continue per shard. A killed actor is restarted by Ray and its shard retried
-(`max_restarts` and `max_task_retries`).
+`--resume` continue per shard. A killed actor is restarted by Ray and its shard retried.
+`embed` goes the same way with `ShardEmbedder`, in shards of whole forward batches, and the
+driver writes the vectors once all are back, as `embed` does.
 """
 
 from __future__ import annotations
