@@ -26,7 +26,7 @@ import polymodal
 from polymodal.cli import app
 from polymodal.serving.ray_batch import cpus_per_worker
 from tests.media import shapes_and_tones
-from tests.serving.conftest import free_port
+from tests.serving.conftest import data_lines, free_port
 
 RAY = Path(sys.executable).with_name("ray")
 SOURCE = Path(polymodal.__file__).resolve().parents[1]
@@ -70,10 +70,6 @@ def cluster():
 
 def predict(*args: object):
     return runner.invoke(app, ["predict", *map(str, args)])
-
-
-def data_lines(path: Path) -> int:
-    return max(0, path.read_bytes().count(b"\n") - 1) if path.exists() else 0
 
 
 def title(process: psutil.Process) -> str:
