@@ -47,6 +47,7 @@ def friendly_errors(command: Any) -> Any:
             return command(*args, **kwargs)
         except (BadInputError, ConfigError, KeyError, FileExistsError, TrainingStopped) as error:
             message = error.args[0] if error.args else str(error)
+            # escaped: a `[...]` in the message (a path, `polymodal[scale]`) is text, not markup
             console.print(
                 f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True
             )
@@ -198,6 +199,9 @@ def predict(
         bool, typer.Option(help="continue an interrupted run: keep the rows already written")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
+    engine: opt.EngineOption = opt.Engine.local,
+    address: opt.Address = None,
+    workers: opt.Workers = None,
     beam: opt.Beam = None,
     nbest: opt.NBest = None,
     length_penalty: opt.LengthPenalty = None,
@@ -233,7 +237,9 @@ def predict(
     (text targets: the text, its log-probability and, with --nbest, the n best).
 
     --zero-shot COLUMN instead scores each row against classes named by --labels (embedded
-    through the text input, in each --template) or shown by --examples (their mean vector)."""
+    through the text input, in each --template) or shown by --examples (their mean vector).
+
+    --engine ray predicts the chunks on a Ray cluster: the same file, byte for byte."""
     from polymodal.data.problems import BadInputError
     from polymodal.model import Model
     from polymodal.serving.batch import predict_to_csv
@@ -244,6 +250,9 @@ def predict(
             "--labels, --template, --text-column, --examples, --example-column and --truth "
             "need --zero-shot"
         )
+    opt.check_engine(engine, address, workers)
+    if engine is opt.Engine.ray and zero_shot is not None:
+        raise BadInputError("--zero-shot scores the whole table at once: not with --engine ray")
     if output.exists() and not (overwrite or resume):
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it or --resume")
     if zero_shot is not None:
@@ -255,12 +264,21 @@ def predict(
             example_column=example_column or zero_shot,
         )  # fmt: skip
         return
-    model = Model.load(model_dir)
-    model.set_decoding(**opt.decoding(beam, nbest, length_penalty, max_length))
-    result = predict_to_csv(
-        model, data, output, chunk_size=chunk_size, resume=resume, overwrite=overwrite,
-        console=console,
-    )  # fmt: skip
+    decoding = opt.decoding(beam, nbest, length_penalty, max_length)
+    if engine is opt.Engine.ray:
+        from polymodal.serving.ray_batch import predict_on_ray
+
+        result = predict_on_ray(
+            model_dir, data, output, chunk_size=chunk_size, resume=resume, overwrite=overwrite,
+            address=address, workers=workers, decoding=decoding, console=console,
+        )  # fmt: skip
+    else:
+        model = Model.load(model_dir)
+        model.set_decoding(**decoding)
+        result = predict_to_csv(
+            model, data, output, chunk_size=chunk_size, resume=resume, overwrite=overwrite,
+            console=console,
+        )  # fmt: skip
     print_problems([vars(p) for p in result.problems])
     kept = f" ({result.skipped} already there)" if result.skipped else ""
     out.print(f"{result.written} predictions written to [bold]{output}[/]{kept}")
@@ -571,15 +589,26 @@ def embed(
         "vectors.parquet"
     ),
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
+    engine: opt.EngineOption = opt.Engine.local,
+    address: opt.Address = None,
+    workers: opt.Workers = None,
 ) -> None:
     """Write each row's vector of one input (the fused representation with only that input
-    present) to Parquet: row, the table's columns, vector."""
+    present) to Parquet: row, the table's columns, vector.
+
+    --engine ray embeds shards of the table on a Ray cluster: the same file, byte for byte."""
     from polymodal.model import Model
     from polymodal.search.embeddings import embed_rows, write_vectors
 
+    opt.check_engine(engine, address, workers)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
-    embedded = embed_rows(Model.load(model_dir), data, column)
+    if engine is opt.Engine.ray:
+        from polymodal.serving.ray_batch import embed_on_ray
+
+        embedded = embed_on_ray(model_dir, data, column, address=address, workers=workers)
+    else:
+        embedded = embed_rows(Model.load(model_dir), data, column)
     write_vectors(embedded, output)
     print_problems([vars(p) for p in embedded.problems.problems])
     out.print(f"{len(embedded.vectors)} vectors written to [bold]{output}[/]{skipped(embedded)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -246,6 +247,37 @@ GradientCheckpointing = Annotated[
         help="pretrained encoders that train: less memory, more compute",
     ),
 ]
+
+
+class Engine(StrEnum):
+    """Where `predict` and `embed` run: this process, or the actors of a Ray cluster."""
+
+    local = "local"
+    ray = "ray"
+
+
+EngineOption = Annotated[
+    Engine, typer.Option("--engine", help="local: this process; ray: actors of a Ray cluster")
+]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        "--address", help="--engine ray: the cluster's HOST:PORT (default: start one here)"
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=1, help="--engine ray: actors, each holding the model (one per node)"
+    ),
+]
+
+
+def check_engine(engine: Engine, address: str | None, workers: int | None) -> None:
+    """--address and --workers say where and how wide a Ray run goes: nothing without one."""
+    if engine is Engine.local and (address is not None or workers is not None):
+        raise ConfigError("--address and --workers are for --engine ray")
+
 
 # Decoding of generated targets (text), shared by `predict` and `evaluate`. None: as trained.
 Beam = Annotated[int | None, typer.Option("--beam", min=1, help="text targets: beam width")]

@@ -71,6 +71,11 @@ def trained(tmp_path_factory) -> Trained:
     return Trained(data, root / "model")
 
 
+def data_lines(path: Path) -> int:
+    """Rows in a predictions CSV written so far (its lines but the header)."""
+    return max(0, path.read_bytes().count(b"\n") - 1) if path.exists() else 0
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from polymodal.cli import app
 from polymodal.model import Model
 from polymodal.serving.batch import complete_records_end, read_chunks
+from tests.serving.conftest import data_lines
 
 runner = CliRunner()
 SLOW_DRIVER = """
@@ -32,10 +33,6 @@ app(sys.argv[1:], prog_name="polymodal")
 
 def predict(*args: str):
     return runner.invoke(app, ["predict", *map(str, args)])
-
-
-def data_lines(path) -> int:
-    return max(0, path.read_bytes().count(b"\n") - 1) if path.exists() else 0
 
 
 def test_chunked_output_equals_model_predict(trained, tmp_path):

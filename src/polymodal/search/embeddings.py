@@ -102,7 +102,11 @@ def embed_rows(model: Model, data: str | Path, column: str) -> Embedded:
     """Every row's vector of `column`, the rows without one left out (they would be NaN)."""
     table = read_table(data)
     log = ProblemLog(table=table.name)
-    vectors = model.embed(table, column=column, log=log)
+    return kept_rows(table, model.embed(table, column=column, log=log), log)
+
+
+def kept_rows(table: Table, vectors: np.ndarray, log: ProblemLog) -> Embedded:
+    """The rows of `table` whose vector is whole, with their metadata; the others counted."""
     kept = np.isfinite(vectors).all(axis=1)
     metadata = metadata_frame(table.frame).loc[kept].reset_index(drop=True)
     return Embedded(vectors[kept], metadata, int((~kept).sum()), log, table.base_dir)

@@ -12,7 +12,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,6 +60,46 @@ def predict_to_csv(
     on_chunk: Callable[[int], None] | None = None,
 ) -> BatchResult:
     """Predict every row of `data` into `output`, chunk by chunk (see the module docstring)."""
+    done = open_output(output_header(model), data, output, resume=resume, overwrite=overwrite)
+    base_dir, name = data.parent.resolve(), str(data)
+    shards = (
+        predict_shard(model, frame, offset, base_dir, name)
+        for offset, frame in read_chunks(data, chunk_size, skip=done)
+    )
+    return write_shards(shards, data, output, done, console, on_chunk)
+
+
+@dataclass
+class Shard:
+    """One chunk's predictions: its CSV lines (`row` first) and the problems met in it."""
+
+    rows: int
+    text: str
+    problems: list[Problem]
+
+
+def predict_shard(
+    model: Model, frame: pd.DataFrame, offset: int, base_dir: Path, name: str
+) -> Shard:
+    """Rows `offset`, `offset + 1`, ... of table `name` predicted as one batch and formatted
+    as output lines; every engine goes through here, so their files match byte for byte."""
+    table = Table(frame.reset_index(drop=True), base_dir, name)
+    with progress_off():
+        features = model.encode(table)
+        predictions = model.predictions(features)
+    predictions.insert(0, ROW, np.arange(offset, offset + len(frame)))
+    text = predictions.to_csv(header=False, index=False, lineterminator="\n")
+    problems = [
+        replace(problem, row=problem.row + offset) for problem in features.problems.problems
+    ]
+    return Shard(len(frame), text, problems)
+
+
+def open_output(
+    header: list[str], data: Path, output: Path, *, resume: bool, overwrite: bool
+) -> int:
+    """Check the options, write the header of a new output, and return the rows already
+    written (resume), so that no row is written twice."""
     if resume and overwrite:
         raise BadInputError("pass --resume or --overwrite, not both")
     if not data.is_file():
@@ -68,31 +108,34 @@ def predict_to_csv(
         raise FileExistsError(
             f"{output} exists; pass --overwrite to replace it or --resume to continue it"
         )
-    header = output_header(model)
     done = resume_point(output, header) if resume and output.exists() else 0
     if not done and (overwrite or not output.exists() or output.stat().st_size == 0):
         output.write_text(",".join(csv_cell(name) for name in header) + "\n", encoding="utf-8")
+    return done
+
+
+def write_shards(
+    shards: Iterable[Shard],
+    data: Path,
+    output: Path,
+    done: int,
+    console: Console | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> BatchResult:
+    """Append each shard, in order, flushed and synced before the next: a kill at any time
+    leaves whole rows on disk (at most a cut last line, which `resume_point` drops)."""
     result = BatchResult(skipped=done)
-    total = count_rows(data)
-    base_dir = data.parent.resolve()
     with (
         open(output, "a", encoding="utf-8", newline="") as handle,
-        chunk_progress(total, done, console) as advance,
+        chunk_progress(count_rows(data), done, console) as advance,
     ):
-        for offset, frame in read_chunks(data, chunk_size, skip=done):
-            table = Table(frame.reset_index(drop=True), base_dir, str(data))
-            with progress_off():
-                features = model.encode(table)
-                predictions = model.predictions(features)
-            predictions.insert(0, ROW, np.arange(offset, offset + len(frame)))
-            predictions.to_csv(handle, header=False, index=False, lineterminator="\n")
+        for shard in shards:
+            handle.write(shard.text)
             handle.flush()
             os.fsync(handle.fileno())
-            result.written += len(frame)
-            result.problems += [
-                replace(problem, row=problem.row + offset) for problem in features.problems.problems
-            ]
-            advance(len(frame))
+            result.written += shard.rows
+            result.problems += shard.problems
+            advance(shard.rows)
             if on_chunk:
                 on_chunk(result.written)
     return result
