@@ -83,7 +83,7 @@ def predict_to_csv(
             table = Table(frame.reset_index(drop=True), base_dir, str(data))
             with progress_off():
                 features = model.encode(table)
-                predictions = model.predictions(features)
+                predictions = model.predictions(features, first_row=offset)
             predictions.insert(0, ROW, np.arange(offset, offset + len(frame)))
             predictions.to_csv(handle, header=False, index=False, lineterminator="\n")
             handle.flush()
