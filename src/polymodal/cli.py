@@ -1,5 +1,5 @@
-"""The `polymodal` command line: train, predict, evaluate, inspect, demo, list, embed, index,
-search, explain, report, serve."""
+"""The `polymodal` command line: train, predict, evaluate, inspect, generate, demo, list,
+embed, index, search, explain, report, serve."""
 
 from __future__ import annotations
 
@@ -206,6 +206,13 @@ def predict(
     nbest: opt.NBest = None,
     length_penalty: opt.LengthPenalty = None,
     max_length: opt.MaxLength = None,
+    guidance: opt.Guidance = None,
+    steps: opt.Steps = None,
+    seed: opt.Seed = None,
+    image_dir: Annotated[
+        Path | None,
+        typer.Option(help="image targets: folder for the PNGs (default: <output>_images/)"),
+    ] = None,
     zero_shot: Annotated[
         str | None,
         typer.Option(help="label each row by the similarity of this column to each class"),
@@ -234,7 +241,8 @@ def predict(
     ] = None,
 ) -> None:
     """Predict every row of a table in chunks; writes predictions and class probabilities
-    (text targets: the text, its log-probability and, with --nbest, the n best).
+    (text targets: the text, its log-probability and, with --nbest, the n best; image targets:
+    a PNG per row, its path relative to the output's folder).
 
     --zero-shot COLUMN instead scores each row against classes named by --labels (embedded
     through the text input, in each --template) or shown by --examples (their mean vector).
@@ -264,7 +272,9 @@ def predict(
             example_column=example_column or zero_shot,
         )  # fmt: skip
         return
-    decoding = opt.decoding(beam, nbest, length_penalty, max_length)
+    model = Model.load(model_dir)
+    decoding = opt.decoding(beam, nbest, length_penalty, max_length, guidance, steps, seed)
+    decoding |= image_output(model, output, image_dir)
     if engine is opt.Engine.ray:
         from polymodal.serving.ray_batch import predict_on_ray
 
@@ -273,7 +283,6 @@ def predict(
             address=address, workers=workers, decoding=decoding, console=console,
         )  # fmt: skip
     else:
-        model = Model.load(model_dir)
         model.set_decoding(**decoding)
         result = predict_to_csv(
             model, data, output, chunk_size=chunk_size, resume=resume, overwrite=overwrite,
@@ -282,6 +291,19 @@ def predict(
     print_problems([vars(p) for p in result.problems])
     kept = f" ({result.skipped} already there)" if result.skipped else ""
     out.print(f"{result.written} predictions written to [bold]{output}[/]{kept}")
+
+
+def image_output(model: Any, output: Path, image_dir: Path | None) -> dict[str, str]:
+    """Where a model with image targets writes its PNGs (`--image-dir`, else a folder beside
+    the output CSV), and what their paths in the CSV are relative to."""
+    from polymodal.data.problems import BadInputError
+
+    if "image_dir" not in model.decoding_settings():
+        if image_dir is not None:
+            raise BadInputError("--image-dir: this model generates no images")
+        return {}
+    folder = image_dir or output.parent / f"{output.stem}_images"
+    return {"image_dir": str(folder.resolve()), "relative_to": str(output.parent.resolve())}
 
 
 def predict_zero_shot(
@@ -393,6 +415,33 @@ def inspect(data: Annotated[Path, typer.Argument(help="table to describe")]) -> 
             info.example, info.reason,
         )  # fmt: skip
     out.print(view)
+    from polymodal.tasks.image.provenance import generated_counts
+
+    for column, count in generated_counts(table.frame, table.base_dir).items():
+        out.print(f"{column}: {count} of {len(table)} rows point at generated images")
+
+
+@app.command()
+@friendly_errors
+def generate(
+    model_dir: Annotated[Path, typer.Argument(help="model folder (with an image target)")],
+    data: Annotated[Path, typer.Argument(help="table of conditions: the model's inputs")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the PNGs and table")],
+    samples: Annotated[int, typer.Option("-n", "--samples", help="samples per row")] = 1,
+    guidance: opt.Guidance = None,
+    steps: opt.Steps = None,
+    seed: opt.Seed = None,
+) -> None:
+    """Sample generated images for each row of a table: PNGs under OUT/images and
+    OUT/generated.csv, a table in the training table's schema (appendable to it)."""
+    from polymodal.generate import generate as generate_table
+    from polymodal.model import Model
+
+    model = Model.load(model_dir)
+    path, rows = generate_table(
+        model, data, out_dir, samples, guidance=guidance, steps=steps, seed=seed
+    )
+    out.print(f"{rows} generated rows written to [bold]{path}[/]")
 
 
 @app.command()

@@ -7,6 +7,7 @@ metrics → save. Learned state ends with `_`, as in scikit-learn.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -227,8 +228,14 @@ class Model:
         log = log if log is not None else ProblemLog(table=table.name)
         return Features(to_tensors(encode_inputs(self.schema_, table, log, self.cache)), log)
 
-    def forward(self, features: dict, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The network's raw outputs per target (logits, or standardised values), batched."""
+    def forward(
+        self, features: dict, rows: np.ndarray | None = None, first_row: int = 0
+    ) -> dict[str, np.ndarray]:
+        """The network's raw outputs per target (logits, or standardised values), batched.
+        `first_row`: the number of the first row (a chunk of a larger table), by which a
+        generated target seeds each row, so the same row gives the same sample every call."""
+        for task in self.net_.tasks if self.net_ is not None else []:
+            task.number_rows(first_row)
         chunks = self._in_batches(features, rows, self.net_)
         return {
             name: torch.cat([chunk[name].float() for chunk in chunks]).numpy()
@@ -259,24 +266,37 @@ class Model:
         """One prediction column per target, plus a probability column per class."""
         return self.predictions(self.encode(data))
 
-    def predictions(self, features: dict) -> pd.DataFrame:
-        """`predict` on features already encoded."""
+    def predictions(self, features: dict, first_row: int = 0) -> pd.DataFrame:
+        """`predict` on features already encoded (rows numbered from `first_row`)."""
         columns: dict[str, np.ndarray] = {}
-        for name, decoded in self.decode(self.forward(features)).items():
+        for name, decoded in self.decode(self.forward(features, first_row=first_row)).items():
             columns.update(self.task(name).columns(decoded))
         return pd.DataFrame(columns)
 
     def set_decoding(self, **options: object) -> Model:
-        """Decoding settings for later predictions of generated targets: `beam`, `nbest`,
-        `length_penalty`, `generate_length` (None leaves a setting as it is)."""
+        """Decoding settings for later predictions of generated targets: text `beam`,
+        `nbest`, `length_penalty`, `generate_length`; image `guidance`, `steps`, `seed`,
+        `image_dir` (None leaves a setting as it is). Each target is given its own."""
         self._check_fitted()
         given = {key: value for key, value in options.items() if value is not None}
-        if given and not any([task.set_decoding(given) for task in self.net_.tasks]):
+        known = self.decoding_settings()
+        unknown = sorted(set(given) - known)
+        if unknown:
+            takes = ", ".join(sorted(known)) or "none"
             raise BadInputError(
-                f"{', '.join(sorted(given))}: only generated targets (text) take decoding "
-                "settings, and this model has none"
+                f"{', '.join(unknown)}: only generated targets take decoding settings, and "
+                f"this model's take: {takes}"
             )
+        for task in self.net_.tasks:
+            own = {key: value for key, value in given.items() if key in task.decoding}
+            if own:
+                task.set_decoding(own)
         return self
+
+    def decoding_settings(self) -> set[str]:
+        """The names `set_decoding` takes for this model's targets."""
+        self._check_fitted()
+        return {key for task in self.net_.tasks for key in task.decoding}
 
     def predict_proba(self, data: DataLike, target: str | None = None) -> pd.DataFrame:
         """Class probabilities [rows, classes] for one class target."""
@@ -343,6 +363,7 @@ class Model:
         }
         (folder / CONFIG).write_text(json.dumps(document, indent=1))
         (folder / METRICS).write_text(json.dumps(self.metrics_, indent=1, default=float))
+        self._set_origin(folder)
         return folder
 
     @classmethod
@@ -359,7 +380,19 @@ class Model:
         model.net_.eval()
         if (folder / METRICS).is_file():
             model.metrics_ = json.loads((folder / METRICS).read_text())
+        model._set_origin(folder)
         return model
+
+    def _set_origin(self, folder: Path) -> None:
+        """Tell each task which saved model it belongs to: files a task generates are marked
+        with the folder's name and a digest of the weights (the name alone can be reused)."""
+        digest = hashlib.sha256()
+        with open(folder / WEIGHTS, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        origin = {"model": folder.resolve().name, "weights_sha256": digest.hexdigest()[:16]}
+        for task in self.net_.tasks:
+            task.set_origin(origin)
 
     # ------------------------------------------------------------------ helpers
     def _check_fitted(self) -> None:

@@ -293,8 +293,23 @@ MaxLength = Annotated[
 ]
 
 
+# Sampling of generated images; checked by the model (a bad value is a one-line error).
+Guidance = Annotated[
+    float | None,
+    typer.Option("--guidance", help="image targets: classifier-free guidance (0: unconditional)"),
+]
+Steps = Annotated[int | None, typer.Option("--steps", help="image targets: Euler steps a sample")]
+Seed = Annotated[int | None, typer.Option("--seed", help="image targets: sampling seed")]
+
+
 def decoding(
-    beam: int | None, nbest: int | None, length_penalty: float | None, max_length: int | None
+    beam: int | None,
+    nbest: int | None,
+    length_penalty: float | None,
+    max_length: int | None,
+    guidance: float | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """The decoding options given on the command line, as `Model.set_decoding` takes them."""
     return {
@@ -302,4 +317,7 @@ def decoding(
         "nbest": nbest,
         "length_penalty": length_penalty,
         "generate_length": max_length,
+        "guidance": guidance,
+        "steps": steps,
+        "seed": seed,
     }

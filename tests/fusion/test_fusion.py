@@ -6,6 +6,7 @@ import torch
 from polymodal.config import ModelSettings
 from polymodal.encoders import EncodedInput
 from polymodal.fusion import FUSIONS, pooled
+from polymodal.fusion.base import inputs_present
 
 SETTINGS = ModelSettings(dim=16, layers=1, heads=2, dropout=0.0)
 NAMES = ["a", "b"]
@@ -41,6 +42,19 @@ def test_absent_input_is_masked_not_read(name):
     present = torch.tensor([True, True, True])
     out3, out4 = fusion(encoded(present, 0)), fusion({**encoded(present, 1), "a": first["a"]})
     assert not torch.allclose(out3.features, out4.features)
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_inputs_present_skips_the_always_real_readout(name):
+    """The read-out tokens are real in every row; `inputs_present` says whether any input is."""
+    fusion = FUSIONS.create(name, NAMES, SETTINGS).eval()
+    items = encoded(torch.tensor([True, False, False]))
+    items["a"] = EncodedInput(
+        items["a"].tokens, torch.tensor([[True] * 4, [True] * 4, [False] * 4])
+    )
+    fused = fusion(items)
+    assert fused.memory_mask[:, : fused.readout].all()
+    assert inputs_present(fused).tolist() == [True, True, False]
 
 
 @pytest.mark.parametrize("name", FUSIONS.names())
@@ -115,6 +129,7 @@ def test_decoder_on_memory_gives_masked_tokens_no_attention(name):
     other["b"] = EncodedInput(
         other["b"].tokens + 100 * (~other["b"].mask)[..., None], other["b"].mask
     )
-    outputs2, _ = decoder(*fusion(other)[2:])
+    fused2 = fusion(other)
+    outputs2, _ = decoder(fused2.memory, fused2.memory_mask)
     assert torch.allclose(outputs[1], outputs2[1], atol=1e-5)
     assert torch.isfinite(outputs).all()

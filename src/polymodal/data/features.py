@@ -49,7 +49,9 @@ class FittedSchema(BaseModel):
 def fit_schema(table: Table, rows: np.ndarray, config: Config) -> FittedSchema:
     """Learn preprocessing from the training rows only (no peeking at validation or test)."""
     train = table.frame.iloc[rows]
-    targets = [fit_target(train, t, table.name) for t in config.targets]  # first: a missing one
+    targets = [
+        fit_target(train, t, table.name, table.base_dir) for t in config.targets
+    ]  # first: a missing one
     kinds = resolve_inputs(table, config, [target.column for target in config.targets])
     inputs = []
     for name, kind in kinds.items():

@@ -6,7 +6,8 @@ combined with the weights. Heads never need to know which fusion ran.
 
 `memory` [batch, tokens, dim] with `memory_mask` [batch, tokens] (True where a token is real)
 keeps every input's tokens, so a decoder can cross-attend to them; its first tokens are
-always real (the fused read-out), so no row's memory is empty even with every input missing.
+always real (the fused read-out, `readout` tokens of them), so no row's memory is empty even
+with every input missing; the tokens after them are the inputs' own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ class Fused(NamedTuple):
     weights: torch.Tensor  # [batch, branches], rows sum to 1
     memory: torch.Tensor  # [batch, tokens, dim]
     memory_mask: torch.Tensor  # [batch, tokens], True where a token is real
+    readout: int = 1  # the memory's first tokens, always real; the inputs' tokens follow
+
+
+def inputs_present(fused: Fused) -> torch.Tensor:
+    """[batch] bool: whether any input's token is real in each row. The read-out tokens are
+    real even when every input is missing, so a head that treats "nothing given" apart (a
+    generator's unconditional path) asks this rather than the whole mask."""
+    return fused.memory_mask[:, fused.readout :].any(dim=1)
 
 
 def pooled(fused: Fused) -> torch.Tensor:

@@ -25,4 +25,6 @@ class LateFusion(nn.Module):
         usable = present | none_present  # a row with nothing falls back to every branch
         logits = self.logit_weights.expand_as(present).masked_fill(~usable, float("-inf"))
         memory, mask = token_memory(pooled, encoded, self.pool.names)
-        return Fused(pooled, torch.softmax(logits, dim=1), memory, mask)
+        return Fused(
+            pooled, torch.softmax(logits, dim=1), memory, mask, readout=len(self.pool.names)
+        )

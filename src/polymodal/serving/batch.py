@@ -86,7 +86,7 @@ def predict_shard(
     table = Table(frame.reset_index(drop=True), base_dir, name)
     with progress_off():
         features = model.encode(table)
-        predictions = model.predictions(features)
+        predictions = model.predictions(features, first_row=offset)
     predictions.insert(0, ROW, np.arange(offset, offset + len(frame)))
     text = predictions.to_csv(header=False, index=False, lineterminator="\n")
     problems = [

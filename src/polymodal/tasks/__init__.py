@@ -4,7 +4,15 @@ Add a task by subclassing `Task` in a module of its own and registering it; see
 CONTRIBUTING.md. `infer_task` asks the registered tasks in their `inference_order`.
 """
 
-from polymodal.tasks import binary, match, multiclass, multilabel, regression, text  # noqa: F401  (registration)
+from polymodal.tasks import (  # noqa: F401  (registration)
+    binary,
+    image,
+    match,
+    multiclass,
+    multilabel,
+    regression,
+    text,
+)
 from polymodal.tasks.base import (
     TASKS,
     TargetPrediction,

@@ -115,9 +115,19 @@ class Task:
     # True: the head is given each of `columns` fused alone (every other input masked as
     # missing), not all inputs fused together: a match target embeds each column on its own.
     fuses_apart: ClassVar[bool] = False
+    # True: the target's cells are file paths, resolved against the table's folder before
+    # `fit` and `encode` see them (an image target reads its files itself).
+    reads_files: ClassVar[bool] = False
+    # The prediction-time settings `set_decoding` takes (`Model.set_decoding` hands each task
+    # only its own, and refuses a name that no task of the model takes).
+    decoding: ClassVar[tuple[str, ...]] = ()
+    # True: validation ranks epochs by `validation_score` of the teacher-forced outputs (a
+    # generator's loss on fixed noise) rather than by generating every validation row.
+    scored_by_loss: ClassVar[bool] = False
 
     def __init__(self, state: TargetState) -> None:
         self.state = state
+        self.origin: dict[str, Any] = {}  # the saved model this task belongs to (set_origin)
 
     # ---------------------------------------------------------------- the target
     @classmethod
@@ -158,6 +168,16 @@ class Task:
         """Apply prediction-time decoding settings (beam width, ...); False: this task has
         none."""
         return False
+
+    def set_origin(self, origin: dict[str, Any]) -> None:
+        """Which saved model this task's predictions come from (its folder's name and a
+        digest of its weights): a task that writes files marks them with it."""
+        self.origin = dict(origin)
+
+    def number_rows(self, first: int) -> None:
+        """The rows predicted next are numbered from `first` (a chunk of a larger table): a
+        generating task seeds each row's noise and names its files by row number, so a row's
+        sample does not depend on batching or chunking."""
 
     # ------------------------------------------------------------- the network
     @property
@@ -213,6 +233,11 @@ class Task:
     def evaluate(self, true: np.ndarray, known: np.ndarray, decoded: dict) -> dict:
         """Metrics over rows with a known target; {"rows": 0} when there are none."""
         raise NotImplementedError
+
+    def validation_score(self, outputs: np.ndarray, true: np.ndarray, known: np.ndarray) -> float:
+        """The score early stopping ranks epochs by, from the validation outputs (generated
+        ones; the teacher-forced ones with `scored_by_loss`)."""
+        return self.score(true, known, self.decode(outputs))
 
     def score(self, true: np.ndarray, known: np.ndarray, decoded: dict) -> float:
         """`score_metric`, signed so that higher is better (NaN without known rows)."""

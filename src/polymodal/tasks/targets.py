@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from polymodal.config import TargetConfig
 from polymodal.data.column import is_missing
+from polymodal.data.files import path_text
 from polymodal.data.problems import BadInputError
 from polymodal.data.table import Table
 from polymodal.tasks.base import TASKS, TargetState, Task, task_for
@@ -34,13 +37,18 @@ def task_class(config: TargetConfig) -> type[Task]:
     return TASKS.get(config.task) if config.task else Task
 
 
-def fit_target(frame: pd.DataFrame, config: TargetConfig, table_name: str) -> TargetState:
-    """The fitted state of one target from the training rows `frame`."""
+def fit_target(
+    frame: pd.DataFrame, config: TargetConfig, table_name: str, base_dir: Path | None = None
+) -> TargetState:
+    """The fitted state of one target from the training rows `frame` (file paths in its
+    cells start from `base_dir`, the table's folder)."""
     cells = task_class(config).cells(frame, config, table_name)
     values = [v for v in cells if not is_missing(v)]
     if not values:
         raise BadInputError(f"{table_name}: target '{config.column}' has no values")
     task = TASKS.get(infer_task(values, config))
+    if task.reads_files:
+        values = resolved(values, base_dir or Path("."))
     if config.options and not task.takes_options:
         raise BadInputError(
             f"{table_name}: target '{config.column}' is a {task.name} target, which takes no "
@@ -56,8 +64,16 @@ def encode_targets(
     out = {}
     for state in states:
         task = task_for(state)
-        out[state.column] = task.encode(task.cells(table.frame, state, table.name))
+        cells = task.cells(table.frame, state, table.name)
+        out[state.column] = task.encode(
+            resolved(cells, table.base_dir) if task.reads_files else cells
+        )
     return out
+
+
+def resolved(cells: list, base_dir: Path) -> list:
+    """File-path cells made absolute against `base_dir`; missing cells stay as they are."""
+    return [cell if is_missing(cell) else path_text(cell, base_dir) for cell in cells]
 
 
 def target_inputs(configs: list[TargetConfig]) -> list[str] | None:

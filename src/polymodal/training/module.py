@@ -73,9 +73,15 @@ class PolymodalModule(L.LightningModule):
         outputs = self.net.head_outputs(encoded, batch["targets"], fused)
         loss = self.combined_loss(outputs, batch["targets"])
         self.log("val_loss", loss, prog_bar=True, batch_size=self._size(batch))
-        predicted = (
-            self.net.head_outputs(encoded, fused=fused) if self.net.teacher_forced else outputs
-        )
+        predicted = outputs
+        if any(task.teacher_forced and not task.scored_by_loss for task in self.net.tasks):
+            # generated outputs; a target scored by its loss keeps its teacher-forced ones
+            by_loss = {
+                name: batch["targets"][name]
+                for name, task in zip(self.net.target_names, self.net.tasks, strict=True)
+                if task.scored_by_loss
+            }
+            predicted = self.net.head_outputs(encoded, by_loss, fused)
         self._valid_outputs.append(
             {name: (predicted[name].detach().float().cpu(), *[t.cpu() for t in batch["targets"][name]])
              for name in self.net.target_names}
@@ -98,7 +104,7 @@ class PolymodalModule(L.LightningModule):
                 torch.cat([step[name][part] for step in self._valid_outputs]).numpy()
                 for part in range(3)
             )
-            score = task.score(values, known.astype(bool), task.decode(outputs))
+            score = task.validation_score(outputs, values, known.astype(bool))
             scores.append(0.0 if math.isnan(score) else score)
         self._valid_outputs.clear()
         if len(scores) == 1:

@@ -128,6 +128,7 @@ class TextTask(Task):
     attributable = False
     writes_text = True
     takes_options = True
+    decoding = DECODING
 
     def __init__(self, state: TargetState) -> None:
         super().__init__(state)

@@ -1,0 +1,89 @@
+"""Generated images carry a mark: a PNG text chunk `polymodal:generated` holding JSON that says
+which model made the file, from which row and with which sampling settings.
+
+Files are written with exclusive creation, so an existing file is never overwritten: a name
+already taken gets -2, -3, ... `generated_counts` finds the marked files a table points at
+(`polymodal inspect`), so generated rows added to a training set stay known.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, PngImagePlugin
+
+from polymodal.data.column import is_missing
+from polymodal.data.files import path_text
+
+MARK = "polymodal:generated"
+
+
+def png_bytes(pixels: np.ndarray, mark: dict[str, Any]) -> bytes:
+    """uint8 pixels [S, S, C] (C 1 or 3) → PNG bytes carrying `mark`."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(MARK, json.dumps(mark, sort_keys=True))
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def data_url(pixels: np.ndarray, mark: dict[str, Any]) -> str:
+    """The PNG as a data: URL (a serving response has no folder to write to)."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels, mark)).decode("ascii")
+
+
+def write_new(folder: Path, stem: str, data: bytes) -> Path:
+    """Write `data` to folder/stem.png, or stem-2.png, ... if taken: never over a file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:
+        path = folder / (f"{stem}.png" if number == 1 else f"{stem}-{number}.png")
+        try:
+            with open(path, "xb") as handle:
+                handle.write(data)
+            return path
+        except FileExistsError:
+            number += 1
+
+
+def safe_stem(text: str) -> str:
+    """A column name made safe for a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "image"
+
+
+def read_mark(path: str | Path) -> dict[str, Any] | None:
+    """The mark of a generated PNG; None for any other file (or one that cannot be read)."""
+    try:
+        with Image.open(path) as image:
+            text = image.info.get(MARK)  # text chunks before the pixels: nothing decoded
+    except (OSError, ValueError, SyntaxError):
+        return None
+    if text is None:
+        return None
+    try:
+        mark = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return mark if isinstance(mark, dict) else None
+
+
+def generated_counts(frame: pd.DataFrame, base_dir: Path) -> dict[str, int]:
+    """Per column of PNG paths: how many of its cells point at a generated (marked) file."""
+    counts = {}
+    for column in frame.columns:
+        cells = [cell for cell in frame[column].tolist() if not is_missing(cell)]
+        paths = [str(c) for c in cells if isinstance(c, str) and c.lower().endswith(".png")]
+        if not paths:
+            continue
+        found = sum(read_mark(path_text(path, base_dir)) is not None for path in paths)
+        if found:
+            counts[str(column)] = found
+    return counts
