@@ -8,18 +8,20 @@ distinct: row i takes AV-MNIST row i mod 10,000 and perturbs its picture (pixel 
 seeded by i, so no two rows share bytes and the feature cache cannot short-cut a row. The
 label and the train/test split are the source row's.
 
-For each size, every figure comes from the `polymodal` command line in a child process:
-- `Model.prepare` with `train.workers = 2` and an empty feature cache, timed in the child
-  after its imports: the decode time (and with 1 worker on the sizes in --serial-sizes, for
-  the parallel speed-up);
-- `train TABLE --target label --epochs E --no-report` with the cache the prepare left: peak
-  resident memory (the child's and its decode workers', from wait4), seconds per epoch (the
-  metrics history, last epoch), training samples per second, test accuracy;
+For each size, every figure comes from a child process:
+- `Model.prepare` with `train.workers` 2 and an empty feature cache, timed in the child after
+  its imports: the decode time; on the sizes in --serial-sizes, --rounds rounds of 2 workers
+  then 1, the speed-up taken within each round (the machine's speed drifts);
+- `polymodal train TABLE --target label --epochs E --no-report` with the cache the prepare
+  left: peak resident memory (the child's and its decode workers', from wait4), test accuracy;
+  on the smallest table also with `--devices 2 --strategy ddp`;
+- then --rounds rounds in which every size trains from its prepared folder in turn: seconds
+  per training row of the last epoch (median over rounds), and samples per second;
 - disk: the table's files, the prepared folder, the feature cache.
-Then 1 against 2 training processes (`--devices 2 --strategy ddp`) on the smallest table.
 
-Tables and caches are written under --workdir (default /tmp/polymodal-scaling) and each
-size's are removed after it is measured unless --keep.
+Tables, caches and prepared folders are written under --workdir (default
+/tmp/polymodal-scaling); media and caches are removed once a size is measured, the rest at
+the end, unless --keep.
 """
 
 from __future__ import annotations
@@ -134,11 +136,14 @@ def prepare_seconds(table: Path, work: Path, workers: int) -> tuple[float, float
     return seconds, peak, megabytes(out)
 
 
-def train(table: Path, work: Path, cache: Path, epochs: int, devices: int = 1) -> dict:
+def train(data: Path, work: Path, cache: Path, epochs: int, devices: int = 1) -> dict:
+    """`polymodal train` of a table (`--target label`) or a prepared folder, in a child."""
     out = work / f"model-{devices}"
     shutil.rmtree(out, ignore_errors=True)
-    command = [*POLYMODAL, "train", str(table), "--target", "label", "--out", str(out)]
+    command = [*POLYMODAL, "train", str(data), "--out", str(out)]
     command += ["--epochs", str(epochs), "--no-report"]
+    if data.is_file():
+        command += ["--target", "label"]
     if devices > 1:
         command += ["--devices", str(devices), "--strategy", "ddp"]
     seconds, peak, _ = run(command, cache)
@@ -157,6 +162,8 @@ def train(table: Path, work: Path, cache: Path, epochs: int, devices: int = 1) -
 
 
 def measure(rows: int, args: argparse.Namespace) -> dict:
+    """Decode (rounds of 2 workers then 1), then train from the table with the warm cache.
+    Keeps the table and the prepared folder for the epoch rounds; removes media and caches."""
     work = args.workdir / f"{rows}"
     started = time.perf_counter()
     table = build_table(rows, work)
@@ -164,14 +171,18 @@ def measure(rows: int, args: argparse.Namespace) -> dict:
     result: dict = {
         "rows": rows,
         "media_mb": megabytes(work / "images") + megabytes(work / "audio"),
+        "decode_2_s": [],
+        "decode_1_s": [],
     }
-    seconds, peak, prepared_mb = prepare_seconds(table, work, workers=2)
-    result |= {"decode_2_s": seconds, "prepare_peak_mib": peak, "prepared_mb": prepared_mb}
-    print(f"[{rows}] prepare, 2 workers: {seconds:.1f} s, peak {peak:.0f} MiB", flush=True)
-    if rows in args.serial_sizes:
-        seconds, _, _ = prepare_seconds(table, work, workers=1)
-        result["decode_1_s"] = seconds
-        print(f"[{rows}] prepare, 1 worker: {seconds:.1f} s", flush=True)
+    for _ in range(args.rounds if rows in args.serial_sizes else 1):
+        seconds, peak, prepared_mb = prepare_seconds(table, work, workers=2)
+        result |= {"prepare_peak_mib": peak, "prepared_mb": prepared_mb}
+        result["decode_2_s"].append(seconds)
+        print(f"[{rows}] prepare, 2 workers: {seconds:.1f} s, peak {peak:.0f} MiB", flush=True)
+        if rows in args.serial_sizes:
+            seconds, _, _ = prepare_seconds(table, work, workers=1)
+            result["decode_1_s"].append(seconds)
+            print(f"[{rows}] prepare, 1 worker: {seconds:.1f} s", flush=True)
     cache = work / "cache-prepare-2"
     result["cache_mb"] = megabytes(cache)
     result |= train(table, work, cache, args.epochs)
@@ -179,34 +190,57 @@ def measure(rows: int, args: argparse.Namespace) -> dict:
     if rows == min(args.sizes) and args.ddp:
         result["ddp"] = train(table, work, cache, args.epochs, devices=2)
         print(f"[{rows}] train on 2 processes: {json.dumps(result['ddp'])}", flush=True)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+    for name in ("images", "audio", "cache-prepare-1", "cache-prepare-2", "prepared-1"):
+        if not args.keep:
+            shutil.rmtree(work / name, ignore_errors=True)
     return result
+
+
+def epoch_rounds(results: list[dict], args: argparse.Namespace) -> None:
+    """Seconds per training row, every size trained from its prepared folder in turn, round
+    after round: this machine's speed drifts from minute to minute, so sizes measured an
+    hour apart would compare the machine, not polymodal."""
+    for result in results:
+        result["epoch_us"] = []
+    for round_number in range(args.rounds):
+        for result in results:
+            work = args.workdir / f"{result['rows']}"
+            trained = train(work / "prepared-2", work, work / "cache-epochs", args.epochs)
+            result["epoch_us"].append(trained["us_per_row"])
+            print(
+                f"[{result['rows']}] round {round_number + 1}: "
+                f"{trained['us_per_row']:.0f} µs a training row",
+                flush=True,
+            )
 
 
 def print_tables(results: list[dict], epochs: int) -> None:
     base = results[0]
-    print(f"\n{machine()}; {epochs} epochs, figures of the last one\n")
+    print(f"\n{machine()}; {epochs} epochs, figures of the last one; medians over rounds\n")
     print(
-        "| rows | decode s (2 workers) | decode s (1 worker) | speed-up | epoch s | samples/s "
-        "| µs/row | vs smallest | peak MiB (train) | vs smallest | peak MiB (prepare) "
-        "| media MB | prepared MB | cache MB | test acc |"
+        "| rows | decode s (2 workers) | decode s (1 worker) | speed-up | µs/row (rounds) "
+        "| µs/row | vs smallest | samples/s | peak MiB (train) | vs smallest "
+        "| peak MiB (prepare) | media MB | prepared MB | cache MB | test acc |"
     )
     print("|" + "---|" * 15)
+    base_us = np.median(base["epoch_us"])
     for r in results:
-        serial = r.get("decode_1_s")
-        speedup = f"{serial / r['decode_2_s']:.2f}×" if serial else ""
+        ratios = [one / two for one, two in zip(r["decode_1_s"], r["decode_2_s"], strict=False)]
+        serial = f"{np.median(r['decode_1_s']):.1f}" if r["decode_1_s"] else ""
+        rounds = ", ".join(f"{x:.2f}" for x in ratios)
+        speedup = f"{np.median(ratios):.2f}× ({rounds})" if ratios else ""
+        us = np.median(r["epoch_us"])
         print(
-            f"| {r['rows']:,} | {r['decode_2_s']:.1f} | {serial or 0:.1f} | {speedup} "
-            f"| {r['epoch_s']:.1f} | {r['samples_per_s']:.0f} | {r['us_per_row']:.0f} "
-            f"| {r['us_per_row'] / base['us_per_row']:.2f}× | {r['peak_mib']:.0f} "
+            f"| {r['rows']:,} | {np.median(r['decode_2_s']):.1f} | {serial} "
+            f"| {speedup} | {', '.join(f'{x:.0f}' for x in r['epoch_us'])} "
+            f"| {us:.0f} | {us / base_us:.2f}× | {1e6 / us:.0f} | {r['peak_mib']:.0f} "
             f"| {r['peak_mib'] / base['peak_mib']:.2f}× | {r['prepare_peak_mib']:.0f} "
             f"| {r['media_mb']:.0f} | {r['prepared_mb']:.0f} | {r['cache_mb']:.0f} "
             f"| {r['accuracy']:.3f} |"
         )
     if "ddp" in base:
         one, two = base, base["ddp"]
-        print(f"\n1 against 2 training processes, {base['rows']:,} rows\n")
+        print(f"\n1 against 2 training processes, {base['rows']:,} rows (from the table)\n")
         print("| processes | rows per process | epoch s | samples/s | wall s | test acc |")
         print("|---|---|---|---|---|---|")
         print(
@@ -224,13 +258,17 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
     parser.add_argument("--serial-sizes", type=int, nargs="*", default=[10_000, 50_000])
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/polymodal-scaling"))
     parser.add_argument("--no-ddp", dest="ddp", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep the tables and caches")
     args = parser.parse_args()
     args.sizes.sort()
     results = [measure(rows, args) for rows in args.sizes]
+    epoch_rounds(results, args)
     print_tables(results, args.epochs)
+    if not args.keep:
+        shutil.rmtree(args.workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
