@@ -201,7 +201,7 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
     engine: opt.EngineOption = opt.Engine.local,
     address: opt.Address = None,
-    workers: opt.Workers = None,
+    workers: opt.RayWorkers = None,
     beam: opt.Beam = None,
     nbest: opt.NBest = None,
     length_penalty: opt.LengthPenalty = None,
@@ -640,7 +640,7 @@ def embed(
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
     engine: opt.EngineOption = opt.Engine.local,
     address: opt.Address = None,
-    workers: opt.Workers = None,
+    workers: opt.RayWorkers = None,
 ) -> None:
     """Write each row's vector of one input (the fused representation with only that input
     present) to Parquet: row, the table's columns, vector.

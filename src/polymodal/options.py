@@ -265,7 +265,7 @@ Address = Annotated[
         "--address", help="--engine ray: the cluster's HOST:PORT (default: start one here)"
     ),
 ]
-Workers = Annotated[
+RayWorkers = Annotated[
     int | None,
     typer.Option(
         "--workers", min=1, help="--engine ray: actors, each holding the model (one per node)"
