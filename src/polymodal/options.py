@@ -259,6 +259,14 @@ class Engine(StrEnum):
 EngineOption = Annotated[
     Engine, typer.Option("--engine", help="local: this process; ray: actors of a Ray cluster")
 ]
+TrainEngine = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="local: processes started here (--devices) or by torchrun/srun; ray: --devices "
+        "Ray Train workers on a Ray cluster",
+    ),
+]
 Address = Annotated[
     str | None,
     typer.Option(
