@@ -38,6 +38,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +202,7 @@ def worker_error(error: Exception, count: int, out: Path) -> Exception:
 def train_worker(job: dict[str, Any]) -> list[dict[str, Any]]:
     """One Ray Train worker: `Model.fit` as one process of a DDP run, its ranks Ray's.
     Returns (on every rank; Ray keeps rank 0's) each worker's rank, node and whether it
-    wrote the model, gathered over the process group Ray made."""
+    wrote the model, gathered over a gloo group beside the one Ray made for training."""
     import ray
     import torch
     import torch.distributed as dist
@@ -211,6 +212,11 @@ def train_worker(job: dict[str, Any]) -> list[dict[str, Any]]:
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     if cpus and not torch.cuda.is_available():
         torch.set_num_threads(max(1, int(cpus)))  # the cores Ray reserved for this worker
+    # For the summary after `fit`, where the others wait while rank 0 scores and saves the
+    # model, however long that takes: were a worker to fail, Ray would stop them all.
+    summary = (
+        dist.new_group(backend="gloo", timeout=timedelta(days=1)) if dist.is_initialized() else None
+    )
     with started_by(ray_launcher()):
         model = Model(config=job["config"])
         model.fit(
@@ -225,10 +231,10 @@ def train_worker(job: dict[str, Any]) -> list[dict[str, Any]]:
             "node": ray.util.get_node_ip_address(),
             "wrote": bool(model.metrics_),  # only the writer scores and saves the model
         }
-    if not dist.is_initialized():
+    if summary is None:
         return [me]
     everyone: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, me)
+    dist.all_gather_object(everyone, me, group=summary)
     return everyone
 
 
