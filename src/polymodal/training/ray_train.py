@@ -96,10 +96,12 @@ def fit_on_ray(
         "cwd": os.getcwd(),  # relative paths in the config (encoder folders) resolve here
     }
     storage = Path(tempfile.mkdtemp(prefix="polymodal-ray-train-"))  # Ray Train's run state
-    options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
-    if address is None:
-        options["include_dashboard"] = False
-    ray.init(address=address, **options)
+    joined = not ray.is_initialized()  # a caller's own `ray.init` is left to it
+    if joined:
+        options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+        if address is None:
+            options["include_dashboard"] = False
+        ray.init(address=address, **options)
     try:
         logging.getLogger("ray.train").setLevel(logging.ERROR)
         trainer = torch_train.TorchTrainer(
@@ -119,7 +121,8 @@ def fit_on_ray(
         except train.TrainingFailedError as error:
             raise worker_error(error, count, out) from None
     finally:
-        ray.shutdown()
+        if joined:
+            ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
     return RayRun(Model.load(out), list(result.return_value or []))
 
