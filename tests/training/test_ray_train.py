@@ -58,6 +58,17 @@ def test_two_ray_train_workers_each_train_on_half_the_rows_and_one_writes(cluste
     assert len(predictions) == len(pd.read_csv(data))
 
 
+def test_a_workers_bad_input_stops_the_run_with_its_one_line(cluster, tmp_path):
+    data, config = demo_table(tmp_path), tiny_config(tmp_path)
+    result = train(
+        data, "--target", "no_such_column", "--config", config, "--out", tmp_path / "m",
+        "--no-report", "--engine", "ray", "--address", cluster, "--devices", "2",
+    )  # fmt: skip
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "no_such_column" in lines[0]
+
+
 def test_the_rank_and_count_come_from_the_launcher_that_started_the_process(monkeypatch):
     monkeypatch.setenv("RANK", "0")  # a launcher that knows the ranks wins over the variables
     settings = TrainSettings(devices=2)
