@@ -94,6 +94,8 @@ def train(
     devices: opt.Devices = None,
     num_nodes: opt.NumNodes = None,
     strategy: opt.Strategy = None,
+    engine: opt.TrainEngine = opt.Engine.local,
+    address: opt.Address = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
     resume: Annotated[
         bool, typer.Option(help="continue from the folder's last checkpoint")
@@ -107,8 +109,11 @@ def train(
     preset: opt.Preset = None,
     gradient_checkpointing: opt.GradientCheckpointing = None,
 ) -> None:
-    """Train a model and write its folder (weights, config, metrics, report.html)."""
+    """Train a model and write its folder (weights, config, metrics, report.html).
+    --engine ray trains on --devices Ray Train workers of a Ray cluster (--address)."""
     settings = opt.settings_from(config, locals())
+    if engine is opt.Engine.local and address is not None:
+        raise ConfigError("--address is for --engine ray")
     targets = [t.column for t in settings.targets]
     prepared = data.is_dir()  # a folder written by `polymodal prepare`
     if not prepared:
@@ -118,10 +123,25 @@ def train(
     from polymodal.training.distributed import process_rank
 
     folder = out_dir or fresh_output(data, targets or ["prepared"])
-    model = Model(config=settings)  # from a prepared folder: its data settings, these for training
-    model.fit(data, valid=valid, out=folder, overwrite=overwrite, resume=resume)
-    if process_rank(settings.train) != 0:
-        return  # another process of a DDP run: rank 0 reports and saves
+    if engine is opt.Engine.ray:
+        from polymodal.training.ray_train import fit_on_ray
+
+        run = fit_on_ray(
+            settings, data, folder, valid=valid, address=address, overwrite=overwrite,
+            resume=resume,
+        )  # fmt: skip
+        model = run.model
+        nodes = len({worker["node"] for worker in run.workers})
+        wrote = ", ".join(str(worker["rank"]) for worker in run.workers if worker["wrote"])
+        out.print(
+            f"trained by {len(run.workers)} Ray Train workers on {nodes} node(s); "
+            f"worker {wrote} wrote the model"
+        )
+    else:
+        model = Model(config=settings)  # a prepared folder: its data settings, these for training
+        model.fit(data, valid=valid, out=folder, overwrite=overwrite, resume=resume)
+        if process_rank(settings.train) != 0:
+            return  # another process of a DDP run: rank 0 reports and saves
     print_metrics(model.metrics_)
     print_problems(model.metrics_.get("problems", []))
     out.print(f"model saved to [bold]{folder}[/]")
@@ -201,7 +221,7 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
     engine: opt.EngineOption = opt.Engine.local,
     address: opt.Address = None,
-    workers: opt.Workers = None,
+    workers: opt.RayWorkers = None,
     beam: opt.Beam = None,
     nbest: opt.NBest = None,
     length_penalty: opt.LengthPenalty = None,
@@ -640,7 +660,7 @@ def embed(
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
     engine: opt.EngineOption = opt.Engine.local,
     address: opt.Address = None,
-    workers: opt.Workers = None,
+    workers: opt.RayWorkers = None,
 ) -> None:
     """Write each row's vector of one input (the fused representation with only that input
     present) to Parquet: row, the table's columns, vector.

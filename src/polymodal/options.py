@@ -259,13 +259,21 @@ class Engine(StrEnum):
 EngineOption = Annotated[
     Engine, typer.Option("--engine", help="local: this process; ray: actors of a Ray cluster")
 ]
+TrainEngine = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="local: processes started here (--devices) or by torchrun/srun; ray: --devices "
+        "Ray Train workers on a Ray cluster",
+    ),
+]
 Address = Annotated[
     str | None,
     typer.Option(
         "--address", help="--engine ray: the cluster's HOST:PORT (default: start one here)"
     ),
 ]
-Workers = Annotated[
+RayWorkers = Annotated[
     int | None,
     typer.Option(
         "--workers", min=1, help="--engine ray: actors, each holding the model (one per node)"

@@ -4,13 +4,9 @@ process, a killed actor changes nothing, and --resume continues per shard."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,50 +18,20 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import polymodal
 from polymodal.cli import app
 from polymodal.serving.ray_batch import cpus_per_worker
 from tests.media import shapes_and_tones
-from tests.serving.conftest import data_lines, free_port
+from tests.ray_cluster import local_ray_cluster
+from tests.serving.conftest import data_lines
 
-RAY = Path(sys.executable).with_name("ray")
-SOURCE = Path(polymodal.__file__).resolve().parents[1]
 CLI = "from polymodal.cli import app; app(prog_name='polymodal')"
 runner = CliRunner()
 
 
-# Ray turns 127.0.0.1 into this machine's outward address (and refuses a head on loopback)
-# unless it runs as a one-machine cluster, which this variable asks for.
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    """A two-CPU Ray head on 127.0.0.1 with its own temp folder and auth token (nothing
-    written under ~/.ray); stopped, and its folder removed, when the module is done."""
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("ray is not installed (pip install 'polymodal[scale]')")
-    port, folder = free_port(), Path(tempfile.mkdtemp(prefix="ray-"))
-    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", *LOOPBACK)}
-    # Set before ray is imported: it reads both at import.
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), **LOOPBACK)
-    from ray._private import ray_constants as constants
-
-    saved_constant = constants.ENABLE_RAY_CLUSTER
-    constants.ENABLE_RAY_CLUSTER = False  # in case another test imported ray before
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCE), str(SOURCE.parent)])}
-    start = [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
-    start += ["--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"]
-    start += ["--temp-dir", str(folder)]
-    try:
-        subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
-        shutil.rmtree(folder, ignore_errors=True)
-        constants.ENABLE_RAY_CLUSTER = saved_constant
-        for name, value in saved.items():
-            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+    with local_ray_cluster() as address:
+        yield address
 
 
 def predict(*args: object):

@@ -34,7 +34,7 @@ from polymodal.data.store import ArrayWriter, DiskArray
 from polymodal.data.table import Table, read_table, split_rows
 from polymodal.tasks import encode_targets
 from polymodal.training.batches import to_tensors
-from polymodal.training.distributed import process_rank, rows_of_process
+from polymodal.training.distributed import process_count, process_rank, rows_of_process
 
 PREPARED = "prepared.json"
 EVAL_BATCH = 256
@@ -325,7 +325,8 @@ class PolymodalDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         prepared, settings = self.prepared, self.prepared.config.train
-        rows = rows_of_process(prepared.rows["train"], process_rank(settings), settings.world_size)
+        rank, count = process_rank(settings), process_count(settings)
+        rows = rows_of_process(prepared.rows["train"], rank, count)
         return batch_loader(prepared.parts["table"], rows, settings.batch_size, True, settings.seed)
 
     def val_dataloader(self) -> DataLoader:

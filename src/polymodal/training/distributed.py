@@ -3,13 +3,18 @@
 Every process prepares its own copy of the data (the feature cache makes the second decode
 cheap), trains on its share of the training rows and validates on all of them, so every
 process reaches the same score and the same decision to stop; only rank 0 writes the model.
+
+The ranks come from the launcher's variables (srun, torchrun, Lightning's own), or from a
+`Launcher` that started the process and knows them itself (Ray Train: `ray_train.py`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,16 +25,56 @@ class TrainingStopped(RuntimeError):
     """A training process stopped, so the whole run was stopped; the message says how to resume."""
 
 
+@dataclass(frozen=True)
+class Launcher:
+    """A framework that started this training process and knows the ranks itself (Ray Train):
+    `process_rank` and `process_count` ask it, and the Lightning Trainer takes its
+    `trainer_options` (devices, num_nodes, strategy, plugins) in place of polymodal's own and
+    is passed through its `prepare` once made."""
+
+    rank: Callable[[], int]
+    world_size: Callable[[], int]
+    trainer_options: Callable[[TrainSettings], dict[str, Any]]
+    prepare: Callable[[Any], Any] = lambda trainer: trainer
+
+
+_launcher: Launcher | None = None  # set in each process such a framework started
+
+
+@contextmanager
+def started_by(launcher: Launcher) -> Iterator[None]:
+    """Inside the block, this process is one of `launcher`'s training processes."""
+    global _launcher
+    previous, _launcher = _launcher, launcher
+    try:
+        yield
+    finally:
+        _launcher = previous
+
+
+def external_launcher() -> Launcher | None:
+    """The framework that started this training process, if one did (see `Launcher`)."""
+    return _launcher
+
+
 def process_rank(settings: TrainSettings) -> int:
-    """This process's rank among the training processes, from what the launcher set (srun,
-    torchrun, or Lightning's own for `--devices`); 0 in a single process and in the process
-    that starts the others. SLURM's comes first, as in Lightning's choice of environment."""
+    """This process's rank among the training processes, from the `Launcher` that started it
+    or what the launcher set (srun, torchrun, or Lightning's own for `--devices`); 0 in a
+    single process and in the process that starts the others. SLURM's comes first, as in
+    Lightning's choice of environment."""
+    if _launcher is not None:
+        return _launcher.rank()
     if launched_by_srun():
         return int(os.environ["SLURM_PROCID"])
     if "RANK" in os.environ:
         return int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", 0))
     return int(os.environ.get("NODE_RANK", 0)) * settings.devices + local
+
+
+def process_count(settings: TrainSettings) -> int:
+    """Training processes in all: the `Launcher`'s count, else `devices` x `num_nodes`."""
+    return _launcher.world_size() if _launcher is not None else settings.world_size
 
 
 def launched_by_srun() -> bool:

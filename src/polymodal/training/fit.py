@@ -19,7 +19,7 @@ from polymodal.network import MultimodalNet
 from polymodal.progress import progress_enabled
 from polymodal.terminal import quiet_lightning
 from polymodal.training.budget import Budget, LearningRateShape
-from polymodal.training.distributed import check_strategy
+from polymodal.training.distributed import check_strategy, external_launcher
 from polymodal.training.module import PolymodalModule
 from polymodal.training.processes import stopped_run, training_strategy
 
@@ -105,10 +105,25 @@ def trainer_precision(setting: str) -> str:
 
 def share_cores(settings: TrainSettings) -> None:
     """Processes training on one machine's CPU split its cores: each with all of them would
-    run twice as many threads as cores, and spend the time waiting for each other."""
-    if settings.devices > 1 and not torch.cuda.is_available():
+    run twice as many threads as cores, and spend the time waiting for each other. A process
+    started by a `Launcher` (Ray Train) keeps the threads its launcher gave it."""
+    if external_launcher() is None and settings.devices > 1 and not torch.cuda.is_available():
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         torch.set_num_threads(max(1, (cores or 1) // settings.devices))
+
+
+def processes_of(settings: TrainSettings) -> dict:
+    """The Trainer's devices, num_nodes, strategy and plugins: those of the framework that
+    started this process if one did (Ray Train), else polymodal's own for the settings."""
+    launcher = external_launcher()
+    if launcher is not None:
+        return launcher.trainer_options(settings)
+    return {
+        "devices": settings.devices,
+        "num_nodes": settings.num_nodes,
+        "strategy": training_strategy(settings),
+        "plugins": [],
+    }
 
 
 def train_network(
@@ -139,13 +154,14 @@ def train_network(
     )
     history = History()
     quiet_lightning()  # after Lightning's import, which sets its loggers to INFO
+    placement = processes_of(settings)
     trainer = L.Trainer(
         max_epochs=settings.max_epochs,
         max_time=parse_max_time(settings.max_time),
         accelerator="auto",
-        devices=settings.devices,
-        num_nodes=settings.num_nodes,
-        strategy=training_strategy(settings),
+        devices=placement["devices"],
+        num_nodes=placement["num_nodes"],
+        strategy=placement["strategy"],
         # each process already holds its share of the training rows (training/datamodule.py),
         # and every process validates on all rows, so all agree on the score and the stop
         use_distributed_sampler=False,
@@ -158,8 +174,11 @@ def train_network(
         precision=trainer_precision(settings.precision),
         # checkpoints are written by a thread while the next epoch trains (the tensors are
         # copied first); Lightning waits for the last write before `fit` returns
-        plugins=[AsyncCheckpointIO()],
+        plugins=[AsyncCheckpointIO(), *placement["plugins"]],
     )
+    launcher = external_launcher()
+    if launcher is not None:
+        trainer = launcher.prepare(trainer)
     started = time.perf_counter()
     try:
         trainer.fit(
