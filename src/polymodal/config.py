@@ -170,6 +170,9 @@ class TrainSettings(Strict):
         "bf16, else 32-bit",
     )
     strict: bool = False
+    compile: bool = Field(
+        False, description="torch.compile the model for training: faster steps after a compile"
+    )
     workers: int | None = Field(
         None,
         ge=1,

@@ -114,6 +114,7 @@ CONFIG_OPTIONS: dict[str, ConfigOption] = {
     "strict": ConfigOption("train.strict"),
     "augment": ConfigOption("train.augment"),
     "workers": ConfigOption("train.workers"),
+    "compile": ConfigOption("train.compile"),
     "devices": ConfigOption("train.devices"),
     "num_nodes": ConfigOption("train.num_nodes"),
     "strategy": ConfigOption("train.strategy"),
@@ -195,6 +196,10 @@ Strict = Annotated[
 Augment = Annotated[
     bool | None,
     typer.Option("--augment/--no-augment", help="random shifts (images), SpecAugment (audio)"),
+]
+Compile = Annotated[
+    bool | None,
+    typer.Option("--compile/--no-compile", help="torch.compile the model for training"),
 ]
 Workers = Annotated[
     int | None,

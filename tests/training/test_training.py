@@ -155,3 +155,33 @@ def test_an_epoch_is_timed_until_the_next_one_starts():
     time.sleep(0.1)  # epoch 1 stopped before its end
     history.on_train_end(trainer, None)
     assert len(history.epochs) == 1 and history.epochs[0]["seconds"] < 0.3
+
+
+def test_compile_trains_the_compiled_module_and_saves_plain_weights(tmp_path, monkeypatch):
+    """`--compile`: Lightning fits `torch.compile`'s wrapper (here with the eager backend, so
+    the test spends no time generating code) and the saved model is the plain network."""
+    import lightning as L
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    from polymodal import Model
+    from tests.media import shapes_and_tones, tiny_config
+
+    real_compile, fitted = torch.compile, []
+    monkeypatch.setattr(torch, "compile", lambda module: real_compile(module, backend="eager"))
+    fit = L.Trainer.fit
+
+    def watched(trainer, model, *args, **kwargs):
+        fitted.append(model)
+        return fit(trainer, model, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "fit", watched)
+    data = shapes_and_tones(tmp_path / "data", rows=32)
+    model = Model(target="label", config=tiny_config(max_epochs=2, compile=True))
+    model.fit(data, out=tmp_path / "m")
+    assert len(fitted) == 1 and isinstance(fitted[0], OptimizedModule)
+    assert len(model.metrics_["history"]) == 2
+    loaded = Model.load(tmp_path / "m")
+    assert loaded.config.train.compile
+    np.testing.assert_array_equal(
+        loaded.raw_outputs(data)["label"], model.raw_outputs(data)["label"]
+    )

@@ -33,7 +33,7 @@ from polymodal.data.schema import file_columns, resolve_inputs
 from polymodal.data.store import ArrayWriter, DiskArray
 from polymodal.data.table import Table, read_table, split_rows
 from polymodal.tasks import encode_targets
-from polymodal.training.batches import to_tensors
+from polymodal.training.batches import take_rows, to_tensors
 from polymodal.training.distributed import process_count, process_rank, rows_of_process
 
 PREPARED = "prepared.json"
@@ -263,10 +263,13 @@ class PreparedRows(torch.utils.data.Dataset):
     def __getitem__(self, rows: list[int]) -> dict:
         index = torch.as_tensor(rows, dtype=torch.int64)
         inputs = {
-            name: {key: tensor[index] for key, tensor in item.items()}
+            name: {key: take_rows(tensor, index) for key, tensor in item.items()}
             for name, item in self.part.inputs.items()
         }
-        targets = {name: (v[index], k[index]) for name, (v, k) in self.part.targets.items()}
+        targets = {
+            name: (take_rows(v, index), take_rows(k, index))
+            for name, (v, k) in self.part.targets.items()
+        }
         return {"inputs": inputs, "targets": targets}
 
 

@@ -1,8 +1,10 @@
 """Several training processes (Lightning's DDP): which one this is, and its share of the rows.
 
-Every process prepares its own copy of the data (the feature cache makes the second decode
-cheap), trains on its share of the training rows and validates on all of them, so every
-process reaches the same score and the same decision to stop; only rank 0 writes the model.
+Processes that Lightning's launcher starts from rank 0 (`--devices N`) train from the folder
+rank 0 prepared before starting them; processes started together (torchrun, srun, Ray) prepare
+their own copy (the feature cache makes the second decode cheap). Each trains on its share of
+the training rows and validates on all of them, so every process reaches the same score and
+the same decision to stop; only rank 0 writes the model.
 
 The ranks come from the launcher's variables (srun, torchrun, Lightning's own), or from a
 `Launcher` that started the process and knows them itself (Ray Train: `ray_train.py`).

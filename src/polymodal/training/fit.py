@@ -182,7 +182,10 @@ def train_network(
     started = time.perf_counter()
     try:
         trainer.fit(
-            module, train, valid, ckpt_path=str(last) if resume and last.is_file() else None
+            compiled(module, settings),
+            train,
+            valid,
+            ckpt_path=str(last) if resume and last.is_file() else None,
         )
     except Exception as error:
         stopped = stopped_run(trainer, error, workdir, last)
@@ -200,6 +203,13 @@ def train_network(
         scores = [row.get("val_score", float("-inf")) for row in history.epochs]
         result.best_epoch = int(history.epochs[scores.index(max(scores))]["epoch"]) if scores else 0
     return result
+
+
+def compiled(module: L.LightningModule, settings: TrainSettings) -> L.LightningModule:
+    """`torch.compile` of the module with `train.compile`. Lightning unwraps a compiled module
+    for its checkpoints, and the compiled one shares the module's parameters, so the weights
+    trained and saved are `net`'s either way."""
+    return torch.compile(module) if settings.compile else module
 
 
 def load_weights_from_checkpoint(net: MultimodalNet, path: Path) -> None:
