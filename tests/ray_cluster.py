@@ -25,6 +25,9 @@ SOURCE = Path(polymodal.__file__).resolve().parents[1]
 # Ray turns 127.0.0.1 into this machine's outward address (and refuses a head on loopback)
 # unless it runs as a one-machine cluster, which this variable asks for.
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# One token for every cluster of the test session: Ray reads it when first imported, so a
+# second cluster with a token of its own would refuse the test process's connections.
+TOKEN = secrets.token_hex(32)
 
 
 @contextmanager
@@ -37,7 +40,7 @@ def local_ray_cluster(cpus: int = 2) -> Iterator[str]:
     port, folder = free_port(), Path(tempfile.mkdtemp(prefix="ray-"))
     saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", *LOOPBACK)}
     # Set before ray is imported: it reads both at import.
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), **LOOPBACK)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN, **LOOPBACK)
     from ray._private import ray_constants as constants
 
     saved_constant = constants.ENABLE_RAY_CLUSTER

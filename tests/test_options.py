@@ -109,7 +109,9 @@ def command_flags(name: str) -> set[str]:
     }
 
 
+# where and how one training runs, not a setting compared across runs (compare trains here)
 TRAIN_ONLY = {"--valid", "--resume", "--no-resume", "--report", "--no-report"}
+TRAIN_ONLY |= {"--engine", "--address"}
 
 
 def test_compare_takes_every_config_option_of_train():
