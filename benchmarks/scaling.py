@@ -198,8 +198,8 @@ def measure(rows: int, args: argparse.Namespace) -> dict:
 
 def epoch_rounds(results: list[dict], args: argparse.Namespace) -> None:
     """Seconds per training row, every size trained from its prepared folder in turn, round
-    after round: this machine's speed drifts from minute to minute, so sizes measured an
-    hour apart would compare the machine, not polymodal."""
+    after round: this machine's speed drifts from minute to minute, so sizes measured
+    minutes apart would compare the machine, not polymodal."""
     for result in results:
         result["epoch_us"] = []
     for round_number in range(args.rounds):
