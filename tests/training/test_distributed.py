@@ -123,6 +123,17 @@ def test_two_processes_each_train_on_half_the_rows_and_one_writes(tmp_path, targ
     assert sorted(p.name for p in out.parent.iterdir()) == ["m"]  # no second output folder
 
 
+def assert_rank_0_wrote_and_each_trained_half(processes: list, out) -> None:
+    """Two training processes started side by side (ranks 0 and 1) finished well, only rank 0
+    saved the model, and every epoch each trained on half the rows."""
+    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], "\n".join(outputs)
+    assert "model saved to" in outputs[0] and "model saved to" not in outputs[1]
+    metrics = json.loads((out / "metrics.json").read_text())
+    half = metrics["rows"]["train"] // 2
+    assert all(epoch["train_rows"] == [half, half] for epoch in metrics["history"])
+
+
 def test_two_torchrun_nodes_train_one_model(tmp_path):
     """`--num-nodes 2` started as two torchrun nodes (ranks 0 and 1, MASTER_ADDR 127.0.0.1),
     as two machines would run it."""
@@ -155,12 +166,7 @@ def test_two_torchrun_nodes_train_one_model(tmp_path):
         )  # fmt: skip
         for rank in range(2)
     ]
-    outputs = [node.communicate(timeout=600)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)
-    assert "model saved to" in outputs[0] and "model saved to" not in outputs[1]
-    metrics = json.loads((out / "metrics.json").read_text())
-    half = metrics["rows"]["train"] // 2
-    assert all(epoch["train_rows"] == [half, half] for epoch in metrics["history"])
+    assert_rank_0_wrote_and_each_trained_half(nodes, out)
 
 
 def test_two_slurm_tasks_train_one_model(tmp_path):
@@ -188,12 +194,7 @@ def test_two_slurm_tasks_train_one_model(tmp_path):
         )
         for rank in range(2)
     ]
-    outputs = [task.communicate(timeout=600)[0] for task in tasks]
-    assert [task.returncode for task in tasks] == [0, 0], "\n".join(outputs)
-    assert "model saved to" in outputs[0] and "model saved to" not in outputs[1]
-    metrics = json.loads((out / "metrics.json").read_text())
-    half = metrics["rows"]["train"] // 2
-    assert all(epoch["train_rows"] == [half, half] for epoch in metrics["history"])
+    assert_rank_0_wrote_and_each_trained_half(tasks, out)
     assert sorted(p.name for p in out.parent.iterdir()) == ["m"]
 
 
