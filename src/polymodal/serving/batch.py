@@ -13,7 +13,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from polymodal.data.problems import BadInputError, Problem
 from polymodal.data.table import Table, read_tables
 from polymodal.model import Model
 from polymodal.progress import progress_enabled
+from polymodal.training.distributed import environment
 
 ROW = "row"
 SCAN_BLOCK = 1 << 20
@@ -242,15 +243,6 @@ def chunk_progress(
         yield lambda rows: progress.advance(task, rows)
 
 
-@contextmanager
-def progress_off() -> Iterator[None]:
+def progress_off() -> AbstractContextManager[None]:
     """Silence the per-column decode bars while the chunk bar is drawn (one live display)."""
-    previous = os.environ.get("POLYMODAL_PROGRESS")
-    os.environ["POLYMODAL_PROGRESS"] = "0"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("POLYMODAL_PROGRESS", None)
-        else:
-            os.environ["POLYMODAL_PROGRESS"] = previous
+    return environment("POLYMODAL_PROGRESS", "0")
