@@ -12,6 +12,7 @@ histogram distances (`metrics.py`).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import warnings
 from functools import lru_cache
@@ -99,6 +100,12 @@ class MusicPrediction(TargetPrediction):
     audio: str | None = None  # data:audio/wav;base64,... when FluidSynth is installed
 
 
+def require_music21() -> None:
+    """music21 is an extra: say how to get it rather than fail on an import deep inside."""
+    if importlib.util.find_spec("music21") is None:
+        raise BadInputError("music targets need music21: pip install 'polymodal[music]'")
+
+
 @lru_cache(maxsize=65536)
 def _read(path: str, stamp: tuple[int, int], max_bars: int) -> str:
     return read_music(path, max_bars)
@@ -179,6 +186,7 @@ class MusicTask(TextTask):
     decoding = DECODING
 
     def __init__(self, state: TargetState) -> None:  # not TextTask's: no tokenizer to load
+        require_music21()
         self.state = state
         self.origin: dict[str, Any] = {}
         self.text = FittedMusic.model_validate(state.options)
@@ -197,6 +205,7 @@ class MusicTask(TextTask):
     @classmethod
     def fit(cls, values: list, config: TargetConfig, table_name: str) -> TargetState:
         """The longest training piece sets how many tokens the decoder takes."""
+        require_music21()
         try:
             options = MusicOptions.model_validate(config.options)
         except ValidationError as error:
