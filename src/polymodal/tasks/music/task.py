@@ -27,7 +27,7 @@ from torch import nn
 from polymodal.config import Strict, TargetConfig
 from polymodal.data.column import is_missing
 from polymodal.data.problems import BadInputError
-from polymodal.tasks.base import TargetPrediction, TargetState, register_task
+from polymodal.tasks.base import TargetPrediction, TargetState, paths_ending, register_task
 from polymodal.tasks.image.provenance import safe_stem, write_new
 from polymodal.tasks.image.task import one_line
 from polymodal.tasks.music import metrics
@@ -197,10 +197,7 @@ class MusicTask(TextTask):
     # ---------------------------------------------------------------- the target
     @classmethod
     def claims(cls, values: list) -> bool:
-        return all(
-            isinstance(v, str) and Path(v.strip()).suffix.lower() in MUSIC_EXTENSIONS
-            for v in values
-        )
+        return paths_ending(values, MUSIC_EXTENSIONS)
 
     @classmethod
     def fit(cls, values: list, config: TargetConfig, table_name: str) -> TargetState:
