@@ -169,6 +169,8 @@ def test_predict_writes_marked_midi_and_wav(trained, tmp_path):
     mark = read_mark(paths[2])
     assert mark["generated"] and mark["model"] == "model" and (mark["row"], mark["seed"]) == (2, 5)
     assert read_mark(root / "mid" / "0.mid") is None
+    listed = [*paths, str(root / "mid" / "0.mid"), str(data), "not a path"]
+    assert model.task("tune").count_generated(listed) == 4  # what `polymodal inspect` asks
     again = model.predict(str(data))["tune_predicted"].tolist()
     assert again[0].endswith("tune-000000-2.mid")  # never over an existing file
     wavs = predicted["tune_wav"].tolist()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import warnings
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,15 +24,23 @@ import numpy as np
 import torch
 from pydantic import Field, ValidationError
 from torch import nn
+from torch.nn import functional as F
 
 from polymodal.config import Strict, TargetConfig
 from polymodal.data.column import is_missing
 from polymodal.data.problems import BadInputError
+from polymodal.fusion.base import Fused
 from polymodal.tasks.base import TargetPrediction, TargetState, paths_ending, register_task
 from polymodal.tasks.image.provenance import safe_stem, write_new
 from polymodal.tasks.image.task import one_line
 from polymodal.tasks.music import metrics
-from polymodal.tasks.music.files import midi_bytes, render_wav, rendering_missing, wav_data_url
+from polymodal.tasks.music.files import (
+    midi_bytes,
+    read_mark,
+    render_wav,
+    rendering_missing,
+    wav_data_url,
+)
 from polymodal.tasks.music.tokens import (
     MUSIC_EXTENSIONS,
     REST,
@@ -145,6 +154,17 @@ class MusicHead(TextHead):
         self.opening = opening
         self.next_row = 0  # the number of the next row sampled (Task.number_rows sets it)
 
+    def forward(self, fused: Fused, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing over the batch's longest piece only, the logits padded back to the
+        fitted length (pieces differ in length several times over: a batch padded to the
+        longest of the corpus spends most of its time on padding)."""
+        if target is None:
+            return super().forward(fused)
+        real = (target != self.settings.pad_id).any(dim=0).nonzero()
+        used = int(real.max()) + 1 if len(real) else 2
+        logits = super().forward(fused, target[:, :used])
+        return F.pad(logits, (0, 0, 0, target.shape[1] - 1 - logits.shape[1]))
+
     def search(
         self, memory: torch.Tensor, memory_mask: torch.Tensor, length: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,6 +204,8 @@ class MusicTask(TextTask):
     reads_files = True
     scored_by_loss = True
     decoding = DECODING
+    # The media type of `prediction`'s `audio` data: URL (for `POST /v1/generate`).
+    generates = "audio/wav"
 
     def __init__(self, state: TargetState) -> None:  # not TextTask's: no tokenizer to load
         require_music21()
@@ -195,6 +217,13 @@ class MusicTask(TextTask):
         self.first_row = 0
 
     # ---------------------------------------------------------------- the target
+    @classmethod
+    def count_generated(cls, paths: Sequence[str]) -> int:
+        """MIDI files carrying the `polymodal:generated` text event (`polymodal inspect`);
+        other files are never opened."""
+        midi = [p for p in paths if p.lower().endswith((".mid", ".midi"))]
+        return sum(read_mark(path) is not None for path in midi)
+
     @classmethod
     def claims(cls, values: list) -> bool:
         return paths_ending(values, MUSIC_EXTENSIONS)
