@@ -22,7 +22,7 @@ from polymodal.model import Model
 from polymodal.tasks import fit_target, task_for
 from polymodal.tasks.music import metrics
 from polymodal.tasks.music.files import midi_bytes, read_mark, rendering_missing
-from polymodal.tasks.music.tokens import Event, Piece, read_music, score_tokens
+from polymodal.tasks.music.tokens import Event, Piece, parse_tokens, read_music, score_tokens
 from tests.media import tiny_config
 
 SCALES = {"C": [60, 62, 64, 65, 67, 69, 71, 72], "G": [67, 69, 71, 72, 74, 76, 78, 79]}
@@ -34,8 +34,8 @@ def melody(tonic: str, beats: int, bars: int, rng: np.random.Generator) -> str:
     tokens = [f"Key_{tonic}_major", f"TimeSig_{beats}/4"]
     for _ in range(bars):
         tokens.append("Bar")
-        for _ in range(beats):
-            tokens += [f"Pitch_{rng.choice(SCALES[tonic])}", "Dur_1"]
+        for beat in range(beats):
+            tokens += [f"Pos_{beat}", f"Pitch_{rng.choice(SCALES[tonic])}", "Dur_1"]
     return " ".join(tokens)
 
 
@@ -85,9 +85,9 @@ def test_a_score_round_trips_through_tokens_and_midi(tmp_path):
 
 
 def test_figures_on_worked_examples():
-    scale = [Event(p, Fraction(1), i // 4) for i, p in enumerate(SCALES["C"])]
+    scale = [Event(p, Fraction(1), i // 4, Fraction(i % 4)) for i, p in enumerate(SCALES["C"])]
     piece = Piece("C", "major", (4, 4), scale, 2)
-    assert metrics.notes_in_key(piece) == (8, 8)
+    assert metrics.notes_in_key(piece) == (8, 8)  # a C major scale is all in C major
     assert metrics.notes_in_key(piece, "F#", "major") == (2, 8)  # B, and F as E#
     assert metrics.bars_filled(piece) == (2, 2)  # four quarters fill a bar of 4/4
     short = Piece("C", "major", (4, 4), scale[:7], 2)  # three quarters in the second bar
@@ -95,8 +95,12 @@ def test_figures_on_worked_examples():
     assert metrics.bars_filled(Piece("C", "major", (3, 4), scale[:3], 1)) == (1, 1)
     assert metrics.bars_filled(Piece("C", "major", (6, 8), scale[:3], 1)) == (1, 1)
     assert metrics.bars_filled(Piece("C", "major", (2, 4), scale[:3], 1)) == (0, 1)
+    gap = [scale[0], scale[1]._replace(onset=Fraction(2)), scale[2]._replace(duration=2)]
+    assert metrics.bars_filled(Piece("C", "major", (4, 4), gap, 1)) == (0, 1)  # a hole, 4 beats
+    read = parse_tokens("Key_C_major TimeSig_2/4 Bar Pos_0 Pitch_60 Dur_1 Pos_1 Rest Dur_1 Bar")
+    assert metrics.bars_filled(read) == (1, 2)  # a rest fills too; an empty bar does not
     assert metrics.distances([piece], [piece])["pitch_class_distance"] == 0.0
-    other = Piece("C", "major", (4, 4), [Event(61, Fraction(1, 2), 0)], 1)
+    other = Piece("C", "major", (4, 4), [Event(61, Fraction(1, 2), 0, Fraction(0))], 1)
     assert metrics.distances([piece], [other]) == pytest.approx(
         {"pitch_class_distance": 1.0, "duration_distance": 1.0, "histogram_distance": 1.0}
     )

@@ -3,8 +3,9 @@
 - in-key share: notes (rests not counted) whose pitch class belongs to the scale of the piece's
   key, major or natural minor, as music21 spells it (`Key.getScale().getPitches()`); a minor
   piece's raised leading note counts as outside, in the corpus as in generated pieces.
-- metre-filling share: bars whose notes' and rests' durations add up to exactly one bar of
-  the metre (an upbeat or a bar that spills over does not fill).
+- metre-filling share: bars whose notes and rests follow each other without gap or overlap
+  and add up to exactly one bar of the metre (an upbeat, a bar that spills over, or one with a
+  hole in it does not fill).
 - pitch-class and duration histograms of a whole set, and their distance between two sets as
   total variation (half the L1 distance: 0 same, 1 disjoint), which reads as the share of
   notes that would have to change.
@@ -14,7 +15,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from fractions import Fraction
 from functools import cache
 
@@ -41,12 +41,13 @@ def notes_in_key(
 
 
 def bars_filled(piece: Piece) -> tuple[int, int]:
-    """(bars that fill the metre, bars) of a piece; a bar without events does not fill."""
-    totals: Counter[int] = Counter()
+    """(bars that fill the metre, bars) of a piece: a bar fills when its events follow each
+    other without gap or overlap from the bar line to exactly one bar's length later."""
+    ends: dict[int, Fraction | None] = dict.fromkeys(range(piece.bars), Fraction(0))
     for event in piece.events:
-        totals[event.bar] += event.duration
-    full = piece.bar_length
-    return sum(totals.get(bar, Fraction(0)) == full for bar in range(piece.bars)), piece.bars
+        end = ends.get(event.bar)
+        ends[event.bar] = end + event.duration if end == event.onset else None
+    return sum(end == piece.bar_length for end in ends.values()), piece.bars
 
 
 def share(counts: list[tuple[int, int]]) -> float:
