@@ -325,14 +325,12 @@ def predict(
     out.print(f"{result.written} predictions written to [bold]{output}[/]{kept}")
 
 
-FILE_FOLDERS = {"image_dir": "images", "music_dir": "music"}  # setting: default folder suffix
-
-
 def file_output(model: Any, output: Path, folders: dict[str, Path | None]) -> dict[str, str]:
     """Where a model with generated files (image, music targets) writes them (`--image-dir`,
     `--music-dir`, else a folder beside the output CSV), and what their paths in the CSV are
     relative to."""
     from polymodal.data.problems import BadInputError
+    from polymodal.generate import FILE_FOLDERS
 
     takes, settings = model.decoding_settings(), {}
     for setting, folder in folders.items():
@@ -464,23 +462,27 @@ def inspect(data: Annotated[Path, typer.Argument(help="table to describe")]) -> 
 @app.command()
 @friendly_errors
 def generate(
-    model_dir: Annotated[Path, typer.Argument(help="model folder (with an image target)")],
+    model_dir: Annotated[Path, typer.Argument(help="model folder (with an image or music target)")],
     data: Annotated[Path, typer.Argument(help="table of conditions: the model's inputs")],
-    out_dir: Annotated[Path, typer.Option("--out", help="folder for the PNGs and table")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the files and table")],
     samples: Annotated[int, typer.Option("-n", "--samples", help="samples per row")] = 1,
     guidance: opt.Guidance = None,
     steps: opt.Steps = None,
     seed: opt.Seed = None,
+    temperature: opt.Temperature = None,
+    top_k: opt.TopK = None,
 ) -> None:
-    """Sample generated images for each row of a table: PNGs under OUT/images and
-    OUT/generated.csv, a table in the training table's schema (appendable to it)."""
+    """Sample generated images or music for each row of a table: PNGs under OUT/images, MIDI
+    under OUT/music, and OUT/generated.csv, a table in the training table's schema
+    (appendable to it)."""
     from polymodal.generate import generate as generate_table
     from polymodal.model import Model
 
     model = Model.load(model_dir)
     path, rows = generate_table(
-        model, data, out_dir, samples, guidance=guidance, steps=steps, seed=seed
-    )
+        model, data, out_dir, samples, guidance=guidance, steps=steps, seed=seed,
+        temperature=temperature, top_k=top_k,
+    )  # fmt: skip
     out.print(f"{rows} generated rows written to [bold]{path}[/]")
 
 

@@ -193,7 +193,7 @@ def four_rows(root, folder):
     return folder / "four.csv"
 
 
-def test_cli_predict_writes_music_beside_the_output(trained, tmp_path):
+def test_cli_predict_and_generate_write_music(trained, tmp_path):
     root = trained[0]
     data = four_rows(root, tmp_path)
     output = tmp_path / "preds.csv"
@@ -204,6 +204,13 @@ def test_cli_predict_writes_music_beside_the_output(trained, tmp_path):
     written = pd.read_csv(output)
     assert written["tune_predicted"][1] == "preds_music/tune-000001.mid"
     assert read_mark(tmp_path / written["tune_predicted"][1])["temperature"] == 0.8
+    made = CliRunner().invoke(app, ["generate", model, str(data), "--out", str(tmp_path / "gen"),
+                                    "-n", "2", "--seed", "1"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    table = pd.read_csv(tmp_path / "gen" / "generated.csv")
+    assert len(table) == 8 and table["tune"][7] == "music/tune-000007.mid"
+    assert list(table["key"]) == list(np.repeat(pd.read_csv(data)["key"], 2))
+    assert read_mark(tmp_path / "gen" / table["tune"][7])["row"] == 7
     other = str(tmp_path / "other.csv")
     refused = CliRunner().invoke(
         app, ["predict", model, str(data), "-o", other, "--image-dir", "i"]
