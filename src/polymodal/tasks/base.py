@@ -234,6 +234,13 @@ class Task:
         """Metrics over rows with a known target; {"rows": 0} when there are none."""
         raise NotImplementedError
 
+    @property
+    def weight_averaging(self) -> float:
+        """The decay of an exponential moving average of the weights that training keeps
+        (validated, checkpointed and saved instead of the raw weights); 0: none. Generators
+        ask for one: samples from averaged weights are much cleaner early in training."""
+        return 0.0
+
     def validation_score(self, outputs: np.ndarray, true: np.ndarray, known: np.ndarray) -> float:
         """The score early stopping ranks epochs by, from the validation outputs (generated
         ones; the teacher-forced ones with `scored_by_loss`)."""

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,6 +19,7 @@ from polymodal.fusion import Fused
 from polymodal.model import Model
 from polymodal.tasks import fit_target, task_for
 from polymodal.tasks.image.provenance import generated_counts, read_mark
+from polymodal.training.fit import weight_averaging
 from tests.media import tiny_config
 
 SAMPLING = {"width": 8, "heads": 2, "steps": 3}
@@ -202,3 +204,16 @@ def test_cli_generate_inspect_and_predict(trained, tmp_path):
         result = runner.invoke(app, [*args[:-1], str(tmp_path / "bad"), *bad])
         assert result.exit_code == 2 and result.output.strip().count("\n") == 0, result.output
         assert "error:" in result.output and bad[0][2:] in result.output
+
+
+def test_training_keeps_a_moving_average_of_the_weights(trained, tmp_path):
+    """The image task asks for Lightning's moving average of the weights (`ema`), so the
+    weights validated and saved are the averaged ones; `ema: 0` trains without it."""
+    _, data, model = trained
+    (averaging,) = weight_averaging(model.net_)
+    assert isinstance(averaging, EMAWeightAveraging)
+    plain = Model(config=image_config(ema=0.0)).fit(str(data), out=tmp_path / "plain")
+    assert weight_averaging(plain.net_) == []
+    averaged, raw = model.net_.state_dict(), plain.net_.state_dict()
+    assert averaged.keys() == raw.keys()
+    assert any(not torch.equal(averaged[key], raw[key]) for key in raw)

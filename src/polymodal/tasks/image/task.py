@@ -46,6 +46,9 @@ class ImageOptions(Strict):
     channels: Literal[1, 3] | None = Field(None, description="1 grey, 3 colour; None: from data")
     width: int = Field(32, ge=8, description="U-Net channels at full resolution (x2 at half)")
     heads: int = Field(4, ge=1, description="cross-attention heads")
+    ema: float = Field(
+        0.995, ge=0, lt=1, description="decay of the weights' moving average kept; 0: none"
+    )
     condition_dropout: float = Field(
         0.1, ge=0, lt=1, description="training: chance a row's whole condition is dropped"
     )
@@ -143,6 +146,10 @@ class ImageTask(Task):
             setattr(self.image, key, getattr(checked, key))  # the head reads this object
         self.state.options = self.image.model_dump()
         return True
+
+    @property
+    def weight_averaging(self) -> float:
+        return self.image.ema
 
     def number_rows(self, first: int) -> None:
         self.first_row = first
