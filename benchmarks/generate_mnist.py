@@ -162,14 +162,25 @@ def image_target(args: argparse.Namespace, label_too: bool = False) -> Config:
     return config
 
 
-def sampled(generator: Model, conditions: pd.DataFrame, out: Path, samples: int = 1) -> Path:
+def sampled(
+    generator: Model,
+    conditions: pd.DataFrame,
+    out: Path,
+    sampling: tuple[int, float],
+    samples: int = 1,
+) -> Path:
+    """`samples` images per conditions row, at `sampling` (steps, guidance), seed 0."""
     out.parent.mkdir(parents=True, exist_ok=True)
     table = out.parent / f"{out.name}-conditions.csv"
     conditions.to_csv(table, index=False)
     started = time.perf_counter()
-    made, rows = generate(generator, table, out, samples, seed=0)
+    steps, guidance = sampling
+    made, rows = generate(generator, table, out, samples, seed=0, steps=steps, guidance=guidance)
     seconds = time.perf_counter() - started
-    say(f"sampled {rows} images in {seconds:.0f} s ({rows / seconds:.1f} images/s)")
+    say(
+        f"sampled {rows} images in {seconds:.0f} s ({rows / seconds:.1f} images/s, "
+        f"{steps} steps, guidance {guidance})"
+    )
     return made
 
 
@@ -182,6 +193,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--synthetic", type=int, default=9000)
+    parser.add_argument("--synthetic-steps", type=int, default=16, help="sampling cost: steps")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     print(machine())
@@ -191,6 +203,7 @@ def main() -> None:
     avmnist["audio"] = [str(AVMNIST / p) for p in avmnist.audio]
     train_rows = avmnist[avmnist.split == "train"].head(args.train_rows)
     test_rows = avmnist[avmnist.split == "test"]
+    sampling = (args.steps, args.guidance)
     work = args.work or Path(tempfile.mkdtemp(prefix="generate-mnist-"))
     work.mkdir(parents=True, exist_ok=True)
     say(f"work folder {work}; {len(train_rows)} training rows, {len(test_rows)} test rows")
@@ -228,7 +241,9 @@ def main() -> None:
     if "label" in args.parts:
         wanted = np.repeat(np.arange(10), args.per_class).astype(str)
         conditions = pd.DataFrame({"label": np.arange(10).astype(str)})
-        made = sampled(label_generator, conditions, work / "label-samples", args.per_class)
+        made = sampled(
+            label_generator, conditions, work / "label-samples", sampling, args.per_class
+        )
         train_s = f"{seconds:.0f} ({epochs} epochs)"
         print(row(f"label → image, {args.steps} steps, guidance {args.guidance}",
                   judged(judge, made, wanted, real), train_s))  # fmt: skip
@@ -247,9 +262,8 @@ def main() -> None:
             image_target(args, label_too=True), train, work / "audio-gen", inputs=["audio"]
         )
         epochs = len(generator.metrics_["history"])
-        made = sampled(
-            generator, pd.DataFrame({"audio": test_rows.audio.to_numpy()}), work / "audio-samples"
-        )
+        recordings = pd.DataFrame({"audio": test_rows.audio.to_numpy()})
+        made = sampled(generator, recordings, work / "audio-samples", sampling)
         wanted = test_labels.astype(str)
         print(row(f"audio → image, {args.steps} steps, guidance {args.guidance}",
                   judged(judge, made, wanted, real), f"{seconds:.0f} ({epochs} epochs)"))  # fmt: skip
@@ -263,7 +277,10 @@ def main() -> None:
         few = write_images(work, "few", train_images[:1000], label=train_labels[:1000].astype(str))
         per_digit = args.synthetic // 10
         conditions = pd.DataFrame({"label": np.arange(10).astype(str)})
-        made = sampled(label_generator, conditions, work / "synthetic", per_digit)
+        synthetic_sampling = (args.synthetic_steps, args.guidance)
+        made = sampled(
+            label_generator, conditions, work / "synthetic", synthetic_sampling, per_digit
+        )
         generated = pd.read_csv(made)
         generated["image"] = [str(made.parent / p) for p in generated.image]
         few_frame = pd.read_csv(few)
