@@ -436,10 +436,11 @@ def inspect(data: Annotated[Path, typer.Argument(help="table to describe")]) -> 
             info.example, info.reason,
         )  # fmt: skip
     out.print(view)
-    from polymodal.tasks.image.provenance import generated_counts
+    from polymodal.tasks import generated_counts
 
-    for column, count in generated_counts(table.frame, table.base_dir).items():
-        out.print(f"{column}: {count} of {len(table)} rows point at generated images")
+    for column, found in generated_counts(table).items():
+        for task, count in found.items():
+            out.print(f"{column}: {count} of {len(table)} rows point at generated {task} files")
 
 
 @app.command()

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 from polymodal.cli import app
 from polymodal.config import TargetConfig
 from polymodal.data.problems import BadInputError
+from polymodal.data.table import Table
 from polymodal.fusion import Fused
 from polymodal.model import Model
-from polymodal.tasks import fit_target, task_for
-from polymodal.tasks.image.provenance import generated_counts, read_mark
+from polymodal.tasks import fit_target, generated_counts, task_for
+from polymodal.tasks.image.provenance import read_mark
 from tests.media import tiny_config
 
 SAMPLING = {"width": 8, "heads": 2, "steps": 3}
@@ -159,7 +160,7 @@ def test_predict_writes_marked_pngs_and_never_overwrites(trained, tmp_path):
         np.asarray(Image.open(again[0])), np.asarray(Image.open(paths[0]))
     )
     listing = pd.DataFrame({"image": paths + [str(data.parent / "img/0.png")]})
-    assert generated_counts(listing, tmp_path) == {"image": 36}
+    assert generated_counts(Table(listing, tmp_path, "listing")) == {"image": {"image": 36}}
     with pytest.raises(BadInputError, match="image_dir"):
         Model.load(root / "model").predict(str(data))
 
@@ -189,7 +190,7 @@ def test_cli_generate_inspect_and_predict(trained, tmp_path):
     assert len(list((out / "images").glob("*.png"))) == 6
     assert all((out / path).is_file() for path in table["image"])
     result = runner.invoke(app, ["inspect", str(out / "generated.csv")])
-    assert result.exit_code == 0 and "6 of 6 rows point at generated images" in result.output
+    assert result.exit_code == 0 and "6 of 6 rows point at generated image files" in result.output
     predicted = tmp_path / "pred" / "p.csv"
     predicted.parent.mkdir()
     result = runner.invoke(app, ["predict", str(root / "model"), str(conditions), "-o",
