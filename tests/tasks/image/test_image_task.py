@@ -19,40 +19,7 @@ from polymodal.fusion import Fused
 from polymodal.model import Model
 from polymodal.tasks import fit_target, generated_counts, task_for
 from polymodal.tasks.image.provenance import read_mark
-from tests.media import tiny_config
-
-SAMPLING = {"width": 8, "heads": 2, "steps": 3}
-
-
-def bars(label: int, rng: np.random.Generator) -> Image.Image:
-    """A 16 x 16 grey image: a horizontal bar, a vertical bar or a square, with noise."""
-    pixels = np.zeros((16, 16), np.uint8)
-    if label == 0:
-        pixels[6:10, :] = 255
-    elif label == 1:
-        pixels[:, 6:10] = 255
-    else:
-        pixels[4:12, 4:12] = 255
-    noisy = pixels.astype(int) + rng.integers(0, 40, pixels.shape)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-
-
-def bar_table(folder, rows: int = 36):
-    rng = np.random.default_rng(0)
-    records = []
-    for index in range(rows):
-        (folder / "img").mkdir(parents=True, exist_ok=True)
-        bars(index % 3, rng).save(folder / "img" / f"{index}.png")
-        records.append({"label": f"shape{index % 3}", "image": f"img/{index}.png"})
-    path = folder / "data.csv"
-    pd.DataFrame(records).to_csv(path, index=False)
-    return path
-
-
-def image_config(**options):
-    config = tiny_config(max_epochs=2)
-    config.targets = [TargetConfig(column="image", task="image", options=SAMPLING | options)]
-    return config
+from tests.media import SAMPLING, bar_table, image_config
 
 
 @pytest.fixture(scope="module")
