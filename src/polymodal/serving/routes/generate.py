@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from polymodal.serving.deps import ServiceDep
 from polymodal.serving.errors import ApiError, describe_validation
 from polymodal.serving.inputs import read_request
-from polymodal.serving.routes.docs import ERRORS, ROWS_BODY
+from polymodal.serving.routes.docs import ERRORS, rows_body_and
 from polymodal.serving.schemas import (
     ErrorResponse,
     GenerateQuery,
@@ -25,14 +25,10 @@ from polymodal.serving.service import Service
 
 router = APIRouter(prefix="/v1", tags=["generate"], dependencies=[Depends(require_api_key)])
 
-GENERATE_BODY = {
-    "requestBody": {
-        **ROWS_BODY["requestBody"],
-        "description": ROWS_BODY["requestBody"]["description"]
-        + ". Sampling settings guidance, steps, seed and samples as top-level JSON keys or "
-        "multipart fields, or in the query (whose values win).",
-    }
-}
+GENERATE_BODY = rows_body_and(
+    ". Sampling settings guidance, steps, seed and samples as top-level JSON keys or "
+    "multipart fields, or in the query (whose values win)."
+)
 FILE = {"schema": {"type": "string", "format": "binary"}}
 RESPONSES = ERRORS | {
     200: {
