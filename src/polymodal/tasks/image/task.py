@@ -12,6 +12,7 @@ many images fit one condition.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -33,7 +34,13 @@ from polymodal.tasks.base import (
     register_task,
 )
 from polymodal.tasks.image.flow import FlowHead
-from polymodal.tasks.image.provenance import data_url, png_bytes, safe_stem, write_new
+from polymodal.tasks.image.provenance import (
+    data_url,
+    png_bytes,
+    read_mark,
+    safe_stem,
+    write_new,
+)
 
 DECODING = ("guidance", "steps", "seed", "image_dir", "relative_to")
 
@@ -91,6 +98,7 @@ class ImageTask(Task):
     reads_files = True
     decoding = DECODING
     scored_by_loss = True
+    generates = "image/png"
 
     def __init__(self, state: TargetState) -> None:
         super().__init__(state)
@@ -99,6 +107,11 @@ class ImageTask(Task):
         self._head: FlowHead | None = None
 
     # ---------------------------------------------------------------- the target
+    @classmethod
+    def count_generated(cls, paths: Sequence[str]) -> int:
+        """PNGs carrying the `polymodal:generated` mark (other files are never opened)."""
+        return sum(path.lower().endswith(".png") and read_mark(path) is not None for path in paths)
+
     @classmethod
     def claims(cls, values: list) -> bool:
         return all(
