@@ -8,8 +8,9 @@ import av
 import numpy as np
 import pandas as pd
 import soundfile
+from PIL import Image
 
-from polymodal.config import Config
+from polymodal.config import Config, TargetConfig
 from polymodal.demo import draw_shape, tone
 
 
@@ -161,3 +162,40 @@ def paired_classes(folder: Path, rows: int = 96, seed: int = 0) -> Path:
     path = folder / "data.csv"
     pd.DataFrame(records).to_csv(path, index=False)
     return path
+
+
+# Image targets: a label draws one of three bar shapes.
+SAMPLING = {"width": 8, "heads": 2, "steps": 3}
+
+
+def bars(label: int, rng: np.random.Generator) -> Image.Image:
+    """A 16 x 16 grey image: a horizontal bar, a vertical bar or a square, with noise."""
+    pixels = np.zeros((16, 16), np.uint8)
+    if label == 0:
+        pixels[6:10, :] = 255
+    elif label == 1:
+        pixels[:, 6:10] = 255
+    else:
+        pixels[4:12, 4:12] = 255
+    noisy = pixels.astype(int) + rng.integers(0, 40, pixels.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def bar_table(folder: Path, rows: int = 36) -> Path:
+    """A CSV of `label` (shape0-2) and `image` (its bar picture), files beside it."""
+    rng = np.random.default_rng(0)
+    records = []
+    for index in range(rows):
+        (folder / "img").mkdir(parents=True, exist_ok=True)
+        bars(index % 3, rng).save(folder / "img" / f"{index}.png")
+        records.append({"label": f"shape{index % 3}", "image": f"img/{index}.png"})
+    path = folder / "data.csv"
+    pd.DataFrame(records).to_csv(path, index=False)
+    return path
+
+
+def image_config(**options: object) -> Config:
+    """`tiny_config` with an image target of a tiny U-Net (3 sampling steps by default)."""
+    config = tiny_config(max_epochs=2)
+    config.targets = [TargetConfig(column="image", task="image", options=SAMPLING | options)]
+    return config

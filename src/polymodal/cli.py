@@ -453,10 +453,11 @@ def inspect(data: Annotated[Path, typer.Argument(help="table to describe")]) -> 
             info.example, info.reason,
         )  # fmt: skip
     out.print(view)
-    from polymodal.tasks.image.provenance import generated_counts
+    from polymodal.tasks import generated_counts
 
-    for column, count in generated_counts(table.frame, table.base_dir).items():
-        out.print(f"{column}: {count} of {len(table)} rows point at generated images")
+    for column, found in generated_counts(table).items():
+        for task, count in found.items():
+            out.print(f"{column}: {count} of {len(table)} rows point at generated {task} files")
 
 
 @app.command()
@@ -839,8 +840,12 @@ def serve(
         Path | None,
         typer.Option(help="a vector index of this model (`polymodal index`) to search"),
     ] = None,
+    max_generated: Annotated[
+        int, typer.Option(min=1, help="files one /v1/generate request makes (rows x samples)")
+    ] = 16,
 ) -> None:
-    """Serve a model over HTTP: REST API (/v1/predict, /docs) and a web page at /."""
+    """Serve a model over HTTP: REST API (/v1/predict, /v1/generate, /docs) and a web page
+    at /."""
     from polymodal.serving.app import serve as run_server
     from polymodal.serving.settings import ServeSettings
 
@@ -849,6 +854,7 @@ def serve(
         batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms,
         cors_origins=cors_origin or [], max_request_mb=max_request_mb,
         decode_timeout_s=decode_timeout, log_level=log_level, index_dir=index,
+        max_generated=max_generated,
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         console.print(f"[yellow]warning:[/] listening on {host} without --api-key")

@@ -12,7 +12,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +293,32 @@ class Model:
             if own:
                 task.set_decoding(own)
         return self
+
+    @contextmanager
+    def decoding(self, **options: object) -> Iterator[Model]:
+        """`set_decoding(**options)` for the block only: each target's previous settings come
+        back after it (a server samples one request's guidance, steps and seed this way).
+        The settings are the model's own state, so a caller sharing the model among threads
+        runs every forward pass and decoding on one thread, as the server does."""
+        self._check_fitted()
+        before = [
+            (
+                task,
+                {
+                    key: task.state.options[key]
+                    for key in task.decoding
+                    if key in task.state.options
+                },
+            )
+            for task in self.net_.tasks
+        ]  # tasks keep their decoding settings in state.options
+        self.set_decoding(**options)
+        try:
+            yield self
+        finally:
+            for task, settings in before:
+                if settings:
+                    task.set_decoding(settings)
 
     def decoding_settings(self) -> set[str]:
         """The names `set_decoding` takes for this model's targets."""

@@ -23,7 +23,7 @@ from polymodal.model import Model
 from polymodal.search.embeddings import build_index, index_source
 from polymodal.serving.app import create_app
 from polymodal.serving.settings import ServeSettings
-from tests.media import shapes_and_tones, tiny_config
+from tests.media import bar_table, image_config, shapes_and_tones, tiny_config
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -68,6 +68,16 @@ def trained(tmp_path_factory) -> Trained:
     data = shapes_and_tones(root / "data", rows=32)
     cache = FeatureCache(root / "cache")
     Model(target="label", config=tiny_config(), cache=cache).fit(data, out=root / "model")
+    return Trained(data, root / "model")
+
+
+@pytest.fixture(scope="session")
+def image_trained(tmp_path_factory) -> Trained:
+    """A tiny image-target model: a label (shape0-2) draws a bar shape, in 3 sampling steps."""
+    root = tmp_path_factory.mktemp("image_target")
+    data = bar_table(root / "data", rows=24)
+    cache = FeatureCache(root / "cache")
+    Model(config=image_config(), cache=cache).fit(data, out=root / "model")
     return Trained(data, root / "model")
 
 

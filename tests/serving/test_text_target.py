@@ -99,7 +99,7 @@ def test_schema_marks_the_text_target_and_predict_gives_the_nbest_list(spoken):
     with TestClient(create_app(ServeSettings(model_dir=spoken.nbest))) as client:
         schema = client.get("/v1/schema").json()
         assert schema["targets"] == [
-            {"column": "text", "task": "text", "classes": [], "text": True}
+            {"column": "text", "task": "text", "classes": [], "text": True, "generates": None}
         ]
         document = client.get("/openapi.json").json()
         assert "text" in document["components"]["schemas"]["TargetInfo"]["properties"]

@@ -4,6 +4,7 @@ direction, explanation values and serving responses (a contract over the registr
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from polymodal.config import TargetConfig
 from polymodal.fusion import Fused
@@ -158,3 +159,14 @@ def test_score_is_evaluates_score_metric_signed(task_name, seed):
     value = task.evaluate(values, known, decoded)[task.score_metric]
     signed = value if task.metrics[task.score_metric] else -value
     assert task.score(values, known, decoded) == pytest.approx(signed)
+
+
+def test_every_task_answers_inspects_question_and_an_unmarked_file_is_nobodys(tmp_path):
+    plain = tmp_path / "plain.png"
+    Image.new("L", (4, 4)).save(plain)
+    paths = [str(plain), str(tmp_path / "missing.png"), "a caption, not a path"]
+    assert {
+        name: TASKS.get(name).count_generated(paths) for name in TASKS.names()
+    } == dict.fromkeys(TASKS.names(), 0)
+    assert TASKS.get("image").generates == "image/png"
+    assert all(TASKS.get(name).generates is None for name in BUILT_IN)

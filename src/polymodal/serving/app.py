@@ -15,7 +15,17 @@ from polymodal.data.problems import BadInputError
 from polymodal.model import CONFIG, WEIGHTS
 from polymodal.serving.errors import install_error_handlers
 from polymodal.serving.metrics import Metrics, MetricsMiddleware
-from polymodal.serving.routes import embed, explain, health, metrics, page, predict, schema, search
+from polymodal.serving.routes import (
+    embed,
+    explain,
+    generate,
+    health,
+    metrics,
+    page,
+    predict,
+    schema,
+    search,
+)
 from polymodal.serving.routes.page import STATIC
 from polymodal.serving.search import open_search_index
 from polymodal.serving.security import API_KEY_HEADER, BodyLimitMiddleware
@@ -58,7 +68,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics_
-    routers = (predict, explain, embed, search, schema, health, metrics)
+    routers = (predict, generate, explain, embed, search, schema, health, metrics)
     for module in routers:
         app.include_router(module.router)
     app.include_router(page.router)

@@ -68,6 +68,11 @@ class TargetInfo(BaseModel):
         description="true: `predicted` is text the model writes (a transcript, a caption, an "
         "answer), with its `log_probability` and maybe an `nbest` list; not one of `classes`",
     )
+    generates: str | None = Field(
+        None,
+        description="the media type a generated target makes (image/png, audio/wav): POST "
+        "/v1/generate samples it, and its prediction holds the file as a data: URL",
+    )
 
 
 class SearchInfo(BaseModel):
@@ -102,6 +107,57 @@ class InputWarning(BaseModel):
 class PredictResponse(BaseModel):
     predictions: list[dict[str, SerializeAsAny[TargetPrediction]]] = Field(
         description="one entry per row, in request order: target → prediction"
+    )
+    warnings: list[InputWarning] = []
+
+
+MAX_SAMPLES, MAX_STEPS, MAX_GUIDANCE = 16, 100, 20.0
+
+
+class SamplingSettings(BaseModel):
+    """A generate request's sampling settings; a setting left out keeps the model's own."""
+
+    model_config = ConfigDict(extra="forbid")
+    guidance: float | None = Field(
+        None, ge=0, le=MAX_GUIDANCE, description="classifier-free guidance: 0 unconditional, 1 "
+        "conditional only (one network pass a step), above 1 two passes a step",
+    )  # fmt: skip
+    steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="sampling steps (time grows with them)"
+    )
+    seed: int | None = Field(
+        None, ge=0, lt=2**63, description="the same seed and inputs give the same bytes"
+    )
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="samples per row")
+
+    def decoding(self) -> dict[str, float | int]:
+        """The settings given, as `Model.set_decoding` takes them."""
+        return self.model_dump(exclude={"samples"}, exclude_none=True)
+
+
+class GenerateQuery(SamplingSettings):
+    """The query of POST /v1/generate: sampling settings (they win over the body's) and the
+    answer's format."""
+
+    format: str | None = Field(
+        None,
+        description="json, or the generated file's type (png) for its raw bytes (one row, one "
+        "sample); unset: raw bytes when the Accept header names the file's media type "
+        "(image/png) and not application/json",
+    )
+
+
+SAMPLING_NAMES = tuple(name for name in SamplingSettings.model_fields if name != "samples")
+
+
+class GenerateResponse(BaseModel):
+    generated: list[list[dict[str, SerializeAsAny[TargetPrediction]]]] = Field(
+        description="one entry per row, in request order, each a list of `samples` samples: "
+        "generated target → its prediction, the file as a data: URL (data:image/png;base64,...)"
+    )
+    settings: dict[str, dict[str, float | int]] = Field(
+        description="per generated target, the sampling settings used (also in each file's "
+        "provenance mark)"
     )
     warnings: list[InputWarning] = []
 

@@ -35,12 +35,19 @@ from polymodal.serving.batching import Features, Job, MicroBatcher
 from polymodal.serving.errors import ApiError
 from polymodal.serving.inputs import Row, Upload, input_fields
 from polymodal.serving.metrics import Metrics
-from polymodal.serving.schemas import InputField, InputWarning, TargetPrediction
+from polymodal.serving.schemas import (
+    SAMPLING_NAMES,
+    InputField,
+    InputWarning,
+    SamplingSettings,
+    TargetPrediction,
+)
 from polymodal.serving.search import SearchIndex
 from polymodal.serving.settings import ServeSettings
 
 log = logging.getLogger("polymodal.serving")
 Outputs = dict[str, np.ndarray]
+Predictions = list[dict[str, TargetPrediction]]  # per row: target → its prediction
 T = TypeVar("T")
 PIPELINE = 2  # batches in flight: one decoding while the one before runs the model
 
@@ -93,8 +100,8 @@ class Service:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # -------------------------------------------------------------- predicting
-    async def predict(self, rows: list[Row]) -> tuple[Outputs, list[InputWarning]]:
-        """Raw outputs for the rows, decoded and run with whatever else is waiting."""
+    async def predict(self, rows: list[Row]) -> tuple[Predictions, list[InputWarning]]:
+        """Predictions for the rows, decoded and run with whatever else is waiting."""
         return await self.batcher.submit(rows, len(rows))
 
     async def process(self, batch: list[Job]) -> None:
@@ -124,15 +131,23 @@ class Service:
             keep = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in good])
             features = {n: {k: v[keep] for k, v in item.items()} for n, item in features.items()}
         started = time.perf_counter()
-        outputs = await self.batcher.in_model_thread(self.model.forward, features)
-        self.metrics.observe_batch(sum(batch[i].rows for i in good), time.perf_counter() - started)
-        offset = 0
-        for index in good:
-            job = batch[index]
-            part = {name: values[offset : offset + job.rows] for name, values in outputs.items()}
-            offset += job.rows
-            if not job.future.done():
-                job.future.set_result((part, warnings[index]))
+        sizes = [batch[index].rows for index in good]
+        parts = await self.batcher.in_model_thread(self.predict_now, features, sizes)
+        self.metrics.observe_batch(sum(sizes), time.perf_counter() - started)
+        for index, part in zip(good, parts, strict=True):
+            if not batch[index].future.done():
+                batch[index].future.set_result((part, warnings[index]))
+
+    def predict_now(self, features: Features, sizes: list[int]) -> list[Predictions]:
+        """One forward pass over a batch, then each request's predictions (of `sizes` rows),
+        on the model thread: the decoding settings that predictions read (an image's
+        provenance mark) change only there, while a generate request samples."""
+        outputs = self.model.forward(features)
+        parts, start = [], 0
+        for size in sizes:
+            parts.append(self.predictions({n: v[start : start + size] for n, v in outputs.items()}))
+            start += size
+        return parts
 
     def sort_problems(
         self, problems: ProblemLog, starts: np.ndarray
@@ -252,12 +267,68 @@ class Service:
         return Table(frame, folder, "request")
 
     # ----------------------------------------------------------------- outputs
-    def predictions(self, outputs: Outputs) -> list[dict[str, TargetPrediction]]:
-        """Raw outputs → per row, per target: the prediction and class probabilities."""
+    def predictions(self, outputs: Outputs, targets: list[str] | None = None) -> Predictions:
+        """Raw outputs → per row, per target (None: every one): the prediction and class
+        probabilities."""
         rows = len(next(iter(outputs.values())))
-        result: list[dict[str, TargetPrediction]] = [{} for _ in range(rows)]
+        result: Predictions = [{} for _ in range(rows)]
         for name, decoded in self.model.decode(outputs).items():
+            if targets is not None and name not in targets:
+                continue
             task = self.model.task(name)
             for row in range(rows):
                 result[row][name] = task.prediction(decoded, row)
         return result
+
+    # -------------------------------------------------------------- generating
+    @property
+    def generated_targets(self) -> list[str]:
+        """The targets whose task makes media (`Task.generates`): what /v1/generate samples."""
+        return [
+            state.column
+            for state in self.model.schema_.targets
+            if self.model.task(state.column).generates
+        ]
+
+    async def generate(
+        self, rows: list[Row], settings: SamplingSettings
+    ) -> tuple[list[Predictions], dict[str, dict[str, float | int]], list[InputWarning]]:
+        """Each row's `settings.samples` samples of every generated target, with the settings
+        used and the rows' warnings. The rows are decoded once and repeated; the samples run
+        alone (never batched with other requests: a sample depends on its seed and its place
+        in the request only), on the model thread."""
+        features, warnings = await self.encode_request(rows)
+        copies = settings.samples
+        repeated = {
+            name: {key: value.repeat_interleave(copies, dim=0) for key, value in item.items()}
+            for name, item in features.items()
+        }
+        made, used = await self.batcher.in_model_thread(
+            self.generate_now, repeated, settings.decoding()
+        )
+        return [made[i * copies : (i + 1) * copies] for i in range(len(rows))], used, warnings
+
+    def generate_now(
+        self, features: Features, decoding: dict[str, float | int]
+    ) -> tuple[Predictions, dict[str, dict[str, float | int]]]:
+        """Sample with this request's settings and the model's own back after: run on the
+        model thread, where every other forward pass and prediction runs, so no other
+        request ever sees them."""
+        targets = self.generated_targets
+        try:
+            with self.model.decoding(**decoding):
+                outputs = self.model.forward(features)  # rows numbered from 0
+                return self.predictions(outputs, targets), self.sampling_of(targets)
+        except BadInputError as error:  # a setting these targets do not take
+            raise ApiError(422, str(error)) from None
+
+    def sampling_of(self, targets: list[str]) -> dict[str, dict[str, float | int]]:
+        """Each target's sampling settings now (those named in `SAMPLING_NAMES` it has)."""
+        return {
+            name: {
+                key: value
+                for key, value in self.model.task(name).state.options.items()
+                if key in SAMPLING_NAMES
+            }
+            for name in targets
+        }

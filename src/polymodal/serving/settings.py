@@ -27,6 +27,9 @@ class ServeSettings(BaseModel):
     decode_threads: int = Field(4, ge=2)
     max_rows: int = Field(64, ge=1, description="rows in one request")
     max_explain_rows: int = Field(16, ge=1, description="rows in one explain request")
+    max_generated: int = Field(
+        16, ge=1, description="files one generate request makes: its rows times samples"
+    )
     log_level: str = "info"  # "warning" drops uvicorn's access log
     index_dir: Path | None = Field(None, description="a vector index of this model to search")
 

@@ -22,7 +22,7 @@ from polymodal.tasks.base import (
     register_task,
     task_for,
 )
-from polymodal.tasks.targets import encode_targets, fit_target, infer_task
+from polymodal.tasks.targets import encode_targets, fit_target, generated_counts, infer_task
 
 __all__ = [
     "TASKS",
@@ -31,6 +31,7 @@ __all__ = [
     "Task",
     "encode_targets",
     "fit_target",
+    "generated_counts",
     "infer_task",
     "register_task",
     "task_for",

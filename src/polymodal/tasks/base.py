@@ -10,7 +10,7 @@ Shapley contributions explain, and the target's part of a serving response. Noth
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -132,12 +132,24 @@ class Task:
     # True: validation ranks epochs by `validation_score` of the teacher-forced outputs (a
     # generator's loss on fixed noise) rather than by generating every validation row.
     scored_by_loss: ClassVar[bool] = False
+    # The media type of the file a generated target makes ("image/png"; "audio/wav"), carried
+    # by its `prediction` as a data: URL; None: not a media generator. `POST /v1/generate`
+    # samples the targets that set it, and the web page offers Generate when a model has one.
+    generates: ClassVar[str | None] = None
 
     def __init__(self, state: TargetState) -> None:
         self.state = state
         self.origin: dict[str, Any] = {}  # the saved model this task belongs to (set_origin)
 
     # ---------------------------------------------------------------- the target
+    @classmethod
+    def count_generated(cls, paths: Sequence[str]) -> int:
+        """How many of `paths` (one column's cells as paths; missing or non-file cells
+        included) are files this task generated, told by the provenance mark it writes into
+        them. `polymodal inspect` asks every registered task, so a table's generated rows stay
+        known after they are appended to a training set; 0 for a task that writes no files."""
+        return 0
+
     @classmethod
     def cells(
         cls, frame: pd.DataFrame, config: TargetConfig | TargetState, table_name: str
@@ -173,8 +185,9 @@ class Task:
         raise NotImplementedError
 
     def set_decoding(self, options: dict[str, Any]) -> bool:
-        """Apply prediction-time decoding settings (beam width, ...); False: this task has
-        none."""
+        """Apply prediction-time decoding settings (beam width, ...) and keep them in
+        `state.options`, where `Model.decoding` reads them back to restore; False: this task
+        has none."""
         return False
 
     def set_origin(self, origin: dict[str, Any]) -> None:
@@ -241,6 +254,13 @@ class Task:
     def evaluate(self, true: np.ndarray, known: np.ndarray, decoded: dict) -> dict:
         """Metrics over rows with a known target; {"rows": 0} when there are none."""
         raise NotImplementedError
+
+    @property
+    def weight_averaging(self) -> float:
+        """The decay of an exponential moving average of the weights that training keeps
+        (validated, checkpointed and saved instead of the raw weights); 0: none. Generators
+        ask for one: samples from averaged weights are much cleaner early in training."""
+        return 0.0
 
     def validation_score(self, outputs: np.ndarray, true: np.ndarray, known: np.ndarray) -> float:
         """The score early stopping ranks epochs by, from the validation outputs (generated

@@ -83,3 +83,21 @@ def target_inputs(configs: list[TargetConfig]) -> list[str] | None:
     if not named or any(columns is None for columns in named):
         return None
     return list(dict.fromkeys(column for columns in named for column in columns))
+
+
+def generated_counts(table: Table) -> dict[str, dict[str, int]]:
+    """Per column, per task: how many rows point at a file that task generated (told by its
+    provenance mark). Every registered task is asked about every column of strings, so no
+    caller needs to know which tasks write files."""
+    counts: dict[str, dict[str, int]] = {}
+    for column in table.frame.columns:
+        cells = [
+            c for c in table.frame[column].tolist() if isinstance(c, str) and not is_missing(c)
+        ]
+        if not cells:
+            continue
+        paths = [path_text(cell, table.base_dir) for cell in cells]
+        found = {name: TASKS.get(name).count_generated(paths) for name in TASKS.names()}
+        if any(found.values()):
+            counts[str(column)] = {name: count for name, count in found.items() if count}
+    return counts

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from torch.utils.data import DataLoader
 
@@ -165,7 +165,7 @@ def train_network(
         # each process already holds its share of the training rows (training/datamodule.py),
         # and every process validates on all rows, so all agree on the score and the stop
         use_distributed_sampler=False,
-        callbacks=[budget, best, history],
+        callbacks=[budget, best, history, *weight_averaging(net)],
         logger=False,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
@@ -203,6 +203,13 @@ def train_network(
         scores = [row.get("val_score", float("-inf")) for row in history.epochs]
         result.best_epoch = int(history.epochs[scores.index(max(scores))]["epoch"]) if scores else 0
     return result
+
+
+def weight_averaging(net: MultimodalNet) -> list[Callback]:
+    """Lightning's moving average of the weights when a task asks for one (the slowest decay
+    asked for). Validation, checkpoints and so the weights saved are the averaged ones."""
+    decay = max((task.weight_averaging for task in net.tasks), default=0.0)
+    return [EMAWeightAveraging(decay=decay)] if decay else []
 
 
 def compiled(module: L.LightningModule, settings: TrainSettings) -> L.LightningModule:

@@ -8,50 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from PIL import Image
 from typer.testing import CliRunner
 
 from polymodal.cli import app
 from polymodal.config import TargetConfig
 from polymodal.data.problems import BadInputError
+from polymodal.data.table import Table
 from polymodal.fusion import Fused
 from polymodal.model import Model
-from polymodal.tasks import fit_target, task_for
-from polymodal.tasks.image.provenance import generated_counts, read_mark
-from tests.media import tiny_config
-
-SAMPLING = {"width": 8, "heads": 2, "steps": 3}
-
-
-def bars(label: int, rng: np.random.Generator) -> Image.Image:
-    """A 16 x 16 grey image: a horizontal bar, a vertical bar or a square, with noise."""
-    pixels = np.zeros((16, 16), np.uint8)
-    if label == 0:
-        pixels[6:10, :] = 255
-    elif label == 1:
-        pixels[:, 6:10] = 255
-    else:
-        pixels[4:12, 4:12] = 255
-    noisy = pixels.astype(int) + rng.integers(0, 40, pixels.shape)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-
-
-def bar_table(folder, rows: int = 36):
-    rng = np.random.default_rng(0)
-    records = []
-    for index in range(rows):
-        (folder / "img").mkdir(parents=True, exist_ok=True)
-        bars(index % 3, rng).save(folder / "img" / f"{index}.png")
-        records.append({"label": f"shape{index % 3}", "image": f"img/{index}.png"})
-    path = folder / "data.csv"
-    pd.DataFrame(records).to_csv(path, index=False)
-    return path
-
-
-def image_config(**options):
-    config = tiny_config(max_epochs=2)
-    config.targets = [TargetConfig(column="image", task="image", options=SAMPLING | options)]
-    return config
+from polymodal.tasks import fit_target, generated_counts, task_for
+from polymodal.tasks.image.provenance import read_mark
+from polymodal.training.fit import weight_averaging
+from tests.media import SAMPLING, bar_table, image_config
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +129,7 @@ def test_predict_writes_marked_pngs_and_never_overwrites(trained, tmp_path):
         np.asarray(Image.open(again[0])), np.asarray(Image.open(paths[0]))
     )
     listing = pd.DataFrame({"image": paths + [str(data.parent / "img/0.png")]})
-    assert generated_counts(listing, tmp_path) == {"image": 36}
+    assert generated_counts(Table(listing, tmp_path, "listing")) == {"image": {"image": 36}}
     with pytest.raises(BadInputError, match="image_dir"):
         Model.load(root / "model").predict(str(data))
 
@@ -189,7 +159,7 @@ def test_cli_generate_inspect_and_predict(trained, tmp_path):
     assert len(list((out / "images").glob("*.png"))) == 6
     assert all((out / path).is_file() for path in table["image"])
     result = runner.invoke(app, ["inspect", str(out / "generated.csv")])
-    assert result.exit_code == 0 and "6 of 6 rows point at generated images" in result.output
+    assert result.exit_code == 0 and "6 of 6 rows point at generated image files" in result.output
     predicted = tmp_path / "pred" / "p.csv"
     predicted.parent.mkdir()
     result = runner.invoke(app, ["predict", str(root / "model"), str(conditions), "-o",
@@ -202,3 +172,16 @@ def test_cli_generate_inspect_and_predict(trained, tmp_path):
         result = runner.invoke(app, [*args[:-1], str(tmp_path / "bad"), *bad])
         assert result.exit_code == 2 and result.output.strip().count("\n") == 0, result.output
         assert "error:" in result.output and bad[0][2:] in result.output
+
+
+def test_training_keeps_a_moving_average_of_the_weights(trained, tmp_path):
+    """The image task asks for Lightning's moving average of the weights (`ema`), so the
+    weights validated and saved are the averaged ones; `ema: 0` trains without it."""
+    _, data, model = trained
+    (averaging,) = weight_averaging(model.net_)
+    assert isinstance(averaging, EMAWeightAveraging)
+    plain = Model(config=image_config(ema=0.0)).fit(str(data), out=tmp_path / "plain")
+    assert weight_averaging(plain.net_) == []
+    averaged, raw = model.net_.state_dict(), plain.net_.state_dict()
+    assert averaged.keys() == raw.keys()
+    assert any(not torch.equal(averaged[key], raw[key]) for key in raw)

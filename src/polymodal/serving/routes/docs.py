@@ -33,6 +33,13 @@ ROWS_BODY = {
     }
 }
 
+
+def rows_body_and(more: str) -> dict:
+    """`ROWS_BODY` with `more` added to its description (the options a route takes beside)."""
+    body = ROWS_BODY["requestBody"]
+    return {"requestBody": {**body, "description": body["description"] + more}}
+
+
 ERRORS = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {

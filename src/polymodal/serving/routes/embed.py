@@ -11,20 +11,16 @@ from polymodal.search.embeddings import described
 from polymodal.serving.deps import ServiceDep
 from polymodal.serving.errors import ApiError
 from polymodal.serving.inputs import read_request
-from polymodal.serving.routes.docs import ERRORS, ROWS_BODY
+from polymodal.serving.routes.docs import ERRORS, rows_body_and
 from polymodal.serving.schemas import EmbedResponse, InputWarning
 from polymodal.serving.security import require_api_key
 
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_api_key)])
 
-EMBED_BODY = {
-    "requestBody": {
-        **ROWS_BODY["requestBody"],
-        "description": ROWS_BODY["requestBody"]["description"]
-        + '. The input to embed as ?column=..., or as a "column" key (JSON) or field '
-        "(multipart) when no request column has that name.",
-    }
-}
+EMBED_BODY = rows_body_and(
+    '. The input to embed as ?column=..., or as a "column" key (JSON) or field (multipart) '
+    "when no request column has that name."
+)
 
 
 @router.post("/embed", openapi_extra=EMBED_BODY, responses=ERRORS)

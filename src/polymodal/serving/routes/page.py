@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 STATIC = files("polymodal.serving") / "static"
 POLICY = (
-    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; "
     "style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )

@@ -18,5 +18,5 @@ async def predict(request: Request, service: ServiceDep) -> PredictResponse:
     """Predict each row, decoded and run together with concurrent requests (micro-batching)."""
     with service.batcher.preparing():
         rows = await read_rows(request, service.fields, service.settings.max_rows)
-    outputs, warnings = await service.predict(rows)
-    return PredictResponse(predictions=service.predictions(outputs), warnings=warnings)
+    predictions, warnings = await service.predict(rows)
+    return PredictResponse(predictions=predictions, warnings=warnings)

@@ -13,8 +13,8 @@ router = APIRouter(prefix="/v1", tags=["schema"], dependencies=[Depends(require_
 
 @router.get("/schema")
 async def schema(service: ServiceDep) -> SchemaResponse:
-    """Inputs with kinds and accepted file types; targets with their classes, or `text: true`
-    for a generated text."""
+    """Inputs with kinds and accepted file types; targets with their classes, `text: true`
+    for a generated text, or `generates`: the media type POST /v1/generate samples."""
     model = service.model
     targets = [
         TargetInfo(
@@ -22,6 +22,7 @@ async def schema(service: ServiceDep) -> SchemaResponse:
             task=state.task,
             classes=[str(c) for c in state.classes],
             text=model.task(state.column).writes_text,
+            generates=model.task(state.column).generates,
         )
         for state in model.schema_.targets
     ]

@@ -1,5 +1,6 @@
 // polymodal web page: a form built from GET /v1/schema, predictions drawn as bars, generated
-// text shown and read aloud by the browser's own speech synthesis.
+// text shown and read aloud by the browser's own speech synthesis, generated images and sounds
+// (any prediction value that is a data: URL of one) shown and played.
 // Plain JavaScript, no build step, no CDN: works offline from the server alone.
 "use strict";
 
@@ -60,6 +61,7 @@ async function loadSchema() {
   fields.replaceChildren(...state.schema.inputs.map(fieldFor));
   $("#predict-button").disabled = false;
   $("#explain-button").disabled = false;
+  setupGenerate(state.schema.targets.filter((target) => target.generates));
   setupSearch(state.schema.search);
 }
 
@@ -240,12 +242,16 @@ function formData() {
   return count ? data : null;
 }
 
-async function send(endpoint) {
+const ACTIONS = ["#predict-button", "#explain-button", "#generate-button"];
+
+async function send(endpoint, extra = {}) {
+  // The form's inputs, plus `extra` fields (sampling settings), posted as multipart.
   showError("");
   const data = formData();
   if (!data) { showError("Fill in at least one input."); return null; }
+  for (const [name, value] of Object.entries(extra)) data.append(name, value);
   setStatus("Working…");
-  $("#predict-button").disabled = $("#explain-button").disabled = true;
+  ACTIONS.forEach((id) => { $(id).disabled = true; });
   try {
     return await fetchJson(endpoint, { method: "POST", body: data });
   } catch (error) {
@@ -253,7 +259,7 @@ async function send(endpoint) {
     return null;
   } finally {
     setStatus("");
-    $("#predict-button").disabled = $("#explain-button").disabled = false;
+    ACTIONS.forEach((id) => { $(id).disabled = false; });
   }
 }
 
@@ -276,22 +282,85 @@ function targetInfo(column) {
 }
 
 function showPrediction(body) {
-  const result = $("#result");
   const row = body.predictions[0];
   const sections = Object.entries(row).map(([target, prediction], index) => {
-    if (targetInfo(target).text) return textSection(target, prediction, index);
-    const predicted = Array.isArray(prediction.predicted) ? prediction.predicted.join(", ") || "(none)" : String(prediction.predicted);
-    const heading = element("h3", {}, [`${target}: `, element("span", { class: "predicted", id: `predicted-${index}`, "data-target": target, text: predicted })]);
-    const section = element("section", { class: "target", "data-target": target }, [heading]);
-    if (prediction.probabilities) {
-      const entries = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 20);
-      section.append(bars(entries, predicted));
-    }
+    const section = targetInfo(target).text ? textSection(target, prediction, index) : valueSection(target, prediction, index);
+    const media = mediaOf(prediction, `${target} (generated)`);
+    if (media.length) section.append(element("div", { class: "media", "data-target": target }, media));
     return section;
   });
-  for (const warning of body.warnings || []) sections.push(element("p", { class: "muted", text: `note: ${warning.column}: ${warning.message}` }));
+  showResult(sections, body.warnings);
+}
+
+function showResult(sections, warnings) {
+  const result = $("#result");
+  for (const warning of warnings || []) sections.push(element("p", { class: "muted", text: `note: ${warning.column}: ${warning.message}` }));
   result.replaceChildren(...sections);
   result.dataset.state = "done";
+}
+
+function valueSection(target, prediction, index) {
+  // A label with its class probabilities as bars, a number, or (a generated file) the name alone.
+  if (isMedia(prediction.predicted)) return element("section", { class: "target", "data-target": target }, [element("h3", { text: target })]);
+  const predicted = Array.isArray(prediction.predicted) ? prediction.predicted.join(", ") || "(none)" : String(prediction.predicted);
+  const heading = element("h3", {}, [`${target}: `, element("span", { class: "predicted", id: `predicted-${index}`, "data-target": target, text: predicted })]);
+  const section = element("section", { class: "target", "data-target": target }, [heading]);
+  if (prediction.probabilities) {
+    const entries = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 20);
+    section.append(bars(entries, predicted));
+  }
+  return section;
+}
+
+// ------------------------------------------------- generated images and sounds
+// Whatever the task, a prediction value that is a data: URL of an image is shown as an <img>
+// and one of a sound as an <audio> player.
+function isMedia(value) {
+  return typeof value === "string" && /^data:(image|audio)\//.test(value);
+}
+
+function mediaOf(prediction, label) {
+  return Object.values(prediction).filter(isMedia).map((url) => {
+    if (url.startsWith("data:image/")) return element("img", { src: url, alt: label, title: label });
+    const player = element("audio", { src: url, "aria-label": label, preload: "metadata" });
+    player.controls = true;
+    return player;
+  });
+}
+
+function setupGenerate(generated) {
+  // Offered when the model has a generated target (an image target, a piece of music).
+  $("#generate-options").hidden = $("#generate-button").hidden = generated.length === 0;
+  $("#generate-button").disabled = generated.length === 0;
+}
+
+function samplingFields() {
+  // The settings typed in; an empty seed gets a random one, shown with the result to repeat it.
+  const fields = {};
+  for (const name of ["guidance", "steps", "samples"]) {
+    const value = $(`#generate-${name}`).value.trim();
+    if (value !== "") fields[name] = value;
+  }
+  const seed = $("#generate-seed").value.trim();
+  fields.seed = seed !== "" ? seed : String(Math.floor(Math.random() * 2 ** 31));
+  return fields;
+}
+
+function showGenerated(body) {
+  const used = Object.entries(body.settings).map(([target, settings]) =>
+    `${target}: ${Object.entries(settings).map(([key, value]) => `${key} ${value}`).join(", ")}`);
+  const gallery = element("div", { class: "samples" });
+  body.generated[0].forEach((sample, number) => {
+    for (const [target, prediction] of Object.entries(sample)) {
+      const label = `${target}, sample ${number + 1}`;
+      const figure = element("figure", { class: "sample", "data-target": target, "data-sample": number }, mediaOf(prediction, label));
+      const text = isMedia(prediction.predicted) ? "" : `: ${prediction.predicted}`;
+      figure.append(element("figcaption", { text: `${label}${text}` }));
+      gallery.append(figure);
+    }
+  });
+  const heading = element("h3", { text: "Generated" });
+  showResult([heading, element("p", { class: "muted generate-settings", text: used.join("; ") }), gallery], body.warnings);
 }
 
 // ------------------------------------------------ generated text, read aloud
@@ -468,6 +537,10 @@ function start() {
     event.preventDefault();
     const body = await send("/v1/predict");
     if (body) showPrediction(body);
+  });
+  $("#generate-button").addEventListener("click", async () => {
+    const body = await send("/v1/generate", samplingFields());
+    if (body) showGenerated(body);
   });
   $("#explain-button").addEventListener("click", async () => {
     const body = await send("/v1/explain");

@@ -6,26 +6,36 @@ x_t = (1 - t)·n + t·x and predicts the velocity x - n; the head returns both, 
 validation loss) the noise and times come from a fixed seed, so epochs compare on the same
 draws.
 
-The condition is the fused token memory after a learned null token. Classifier-free guidance:
-while training, a row's whole condition is dropped (every memory token masked, the null token
-left) with probability `condition_dropout`; a row with every input missing is always
-unconditional. Sampling runs `steps` Euler steps from noise at t = 0 to t = 1 with
+The condition is twofold: the fused inputs pooled to one vector (projected and added to the
+U-Net's time embedding) and the fused token memory after a learned null token (cross-attended).
+Classifier-free guidance: while training, a row's whole condition is dropped (every memory
+token masked, the null token left, and the learned null vector in place of the pooled one) with
+probability `condition_dropout`; a row with every input missing is always unconditional.
+Sampling runs `steps` Euler steps from noise at t = 0 to t = 1 with
 v = v_uncond + guidance·(v_cond - v_uncond): guidance 0 is the unconditional path, 1 the
 conditional one alone (each then costs one network pass a step instead of two).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from polymodal.fusion.base import Fused, inputs_present
+from polymodal.fusion.base import Fused, inputs_present, pooled
 from polymodal.tasks.image.unet import UNet
 
 VALIDATION_SEED = 1234
+
+
+class Condition(NamedTuple):
+    """What the U-Net is conditioned on, for a batch of rows."""
+
+    vector: Tensor  # [batch, time_dim]: added to the time embedding
+    tokens: Tensor  # [batch, 1 + memory tokens, dim]: cross-attended
+    mask: Tensor  # [batch, 1 + memory tokens]: True where a token is read
 
 
 class Sampling(Protocol):
@@ -57,6 +67,8 @@ class FlowHead(nn.Module):
         self.settings = settings
         self.null = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.unet = UNet(settings.channels, width, dim, heads, dropout)
+        self.vector = nn.Linear(dim, self.unet.time_dim)
+        self.null_vector = nn.Parameter(torch.zeros(1, self.unet.time_dim))
         self.next_row = 0  # the number of the next row sampled (Task.number_rows sets it)
 
     def forward(self, fused: Fused, target: Tensor | None = None) -> Tensor:
@@ -64,17 +76,28 @@ class FlowHead(nn.Module):
             return self.velocities(fused, target.float())
         return self.sample(fused)
 
-    def condition(self, fused: Fused, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(tokens, mask): the null token, then the memory; a row whose inputs are all missing
-        (or whose condition is dropped, `keep` False) sees the null token only."""
+    def condition(self, fused: Fused, keep: Tensor | None = None) -> Condition:
+        """(vector, tokens, mask): the pooled inputs' vector, the null token then the memory;
+        a row whose inputs are all missing (or whose condition is dropped, `keep` False) gets
+        the null vector and sees the null token only."""
         batch = fused.memory.shape[0]
         present = inputs_present(fused)
         if keep is not None:
             present = present & keep
+        vector = self.vector(pooled(fused).to(self.null_vector.dtype))
+        vector = torch.where(present[:, None], vector, self.null_vector)
         null = self.null.expand(batch, -1, -1).to(fused.memory.dtype)
         tokens = torch.cat([null, fused.memory], dim=1)
         always = torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)
-        return tokens, torch.cat([always, fused.memory_mask & present[:, None]], dim=1)
+        mask = torch.cat([always, fused.memory_mask & present[:, None]], dim=1)
+        return Condition(vector, tokens, mask)
+
+    def unconditional(self, condition: Condition) -> Condition:
+        """The same rows with every input dropped: the null vector and the null token."""
+        mask = condition.mask.clone()
+        mask[:, 1:] = False
+        vector = self.null_vector.expand_as(condition.vector)
+        return Condition(vector, condition.tokens, mask)
 
     def velocities(self, fused: Fused, x: Tensor) -> Tensor:
         """[batch, 2, C, S, S]: the predicted velocity and the true one, x - noise."""
@@ -99,18 +122,17 @@ class FlowHead(nn.Module):
         rows = range(self.next_row, self.next_row + batch)
         self.next_row += batch
         x = row_noise(s.seed, rows, (s.channels, s.size, s.size)).to(fused.memory.device)
-        tokens, mask = self.condition(fused)
-        unconditional = mask.clone()
-        unconditional[:, 1:] = False
+        conditional = self.condition(fused)
+        unconditional = self.unconditional(conditional)
         step = 1.0 / s.steps
         for index in range(s.steps):
             t = torch.full((batch,), index * step, device=x.device)
             if s.guidance == 0:
-                velocity = self.unet(x, t, tokens, unconditional)
+                velocity = self.unet(x, t, *unconditional)
             elif s.guidance == 1:
-                velocity = self.unet(x, t, tokens, mask)
+                velocity = self.unet(x, t, *conditional)
             else:  # two passes, not one of twice the batch: each path computes as it does alone
-                plain = self.unet(x, t, tokens, unconditional)
-                velocity = plain + s.guidance * (self.unet(x, t, tokens, mask) - plain)
+                plain = self.unet(x, t, *unconditional)
+                velocity = plain + s.guidance * (self.unet(x, t, *conditional) - plain)
             x = x + step * velocity
         return x.clamp(-1.0, 1.0)

@@ -2,8 +2,9 @@
 which model made the file, from which row and with which sampling settings.
 
 Files are written with exclusive creation, so an existing file is never overwritten: a name
-already taken gets -2, -3, ... `generated_counts` finds the marked files a table points at
-(`polymodal inspect`), so generated rows added to a training set stay known.
+already taken gets -2, -3, ... `read_mark` tells a generated file from any other
+(`ImageTask.count_generated`, which `polymodal inspect` asks), so generated rows added to a
+training set stay known.
 """
 
 from __future__ import annotations
@@ -16,11 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image, PngImagePlugin
-
-from polymodal.data.column import is_missing
-from polymodal.data.files import path_text
 
 MARK = "polymodal:generated"
 
@@ -73,17 +70,3 @@ def read_mark(path: str | Path) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return mark if isinstance(mark, dict) else None
-
-
-def generated_counts(frame: pd.DataFrame, base_dir: Path) -> dict[str, int]:
-    """Per column of PNG paths: how many of its cells point at a generated (marked) file."""
-    counts = {}
-    for column in frame.columns:
-        cells = [cell for cell in frame[column].tolist() if not is_missing(cell)]
-        paths = [str(c) for c in cells if isinstance(c, str) and c.lower().endswith(".png")]
-        if not paths:
-            continue
-        found = sum(read_mark(path_text(path, base_dir)) is not None for path in paths)
-        if found:
-            counts[str(column)] = found
-    return counts

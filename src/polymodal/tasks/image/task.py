@@ -12,6 +12,7 @@ many images fit one condition.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -34,7 +35,13 @@ from polymodal.tasks.base import (
     register_task,
 )
 from polymodal.tasks.image.flow import FlowHead
-from polymodal.tasks.image.provenance import data_url, png_bytes, safe_stem, write_new
+from polymodal.tasks.image.provenance import (
+    data_url,
+    png_bytes,
+    read_mark,
+    safe_stem,
+    write_new,
+)
 
 DECODING = ("guidance", "steps", "seed", "image_dir", "relative_to")
 
@@ -47,6 +54,9 @@ class ImageOptions(Strict):
     channels: Literal[1, 3] | None = Field(None, description="1 grey, 3 colour; None: from data")
     width: int = Field(32, ge=8, description="U-Net channels at full resolution (x2 at half)")
     heads: int = Field(4, ge=1, description="cross-attention heads")
+    ema: float = Field(
+        0.995, ge=0, lt=1, description="decay of the weights' moving average kept; 0: none"
+    )
     condition_dropout: float = Field(
         0.1, ge=0, lt=1, description="training: chance a row's whole condition is dropped"
     )
@@ -89,6 +99,7 @@ class ImageTask(Task):
     reads_files = True
     decoding = DECODING
     scored_by_loss = True
+    generates = "image/png"
 
     def __init__(self, state: TargetState) -> None:
         super().__init__(state)
@@ -97,6 +108,11 @@ class ImageTask(Task):
         self._head: FlowHead | None = None
 
     # ---------------------------------------------------------------- the target
+    @classmethod
+    def count_generated(cls, paths: Sequence[str]) -> int:
+        """PNGs carrying the `polymodal:generated` mark (other files are never opened)."""
+        return sum(path.lower().endswith(".png") and read_mark(path) is not None for path in paths)
+
     @classmethod
     def claims(cls, values: list) -> bool:
         return paths_ending(values, IMAGE_EXTENSIONS)
@@ -141,6 +157,10 @@ class ImageTask(Task):
             setattr(self.image, key, getattr(checked, key))  # the head reads this object
         self.state.options = self.image.model_dump()
         return True
+
+    @property
+    def weight_averaging(self) -> float:
+        return self.image.ema
 
     def number_rows(self, first: int) -> None:
         self.first_row = first

@@ -1,9 +1,11 @@
-"""A small U-Net that predicts a velocity field over an image, conditioned on a time in [0, 1]
-and on condition tokens it cross-attends to.
+"""A small U-Net that predicts a velocity field over an image, conditioned on a time in [0, 1],
+on a condition vector and on condition tokens it cross-attends to.
 
-Two resolutions (full and half), GroupNorm residual blocks that add the time embedding, and a
-cross-attention block after each: every pixel attends to the condition tokens (the fused token
-memory of the inputs, after a learned null token), masked tokens unread. Written out by hand,
+Two resolutions (full and half), GroupNorm residual blocks that add the time embedding plus the
+condition vector (the fused inputs pooled to one vector: what every pixel should know, such as
+which digit to draw, reaches every block at once, as the pooled text embedding does in Imagen
+and SDXL), and a cross-attention block after each: every pixel attends to the condition tokens
+(the fused token memory of the inputs, after a learned null token), masked tokens unread. Written out by hand,
 as nanoGPT writes its model, so the forward pass reads top to bottom.
 """
 
@@ -74,14 +76,15 @@ class CrossAttention(nn.Module):
 
 
 class UNet(nn.Module):
-    """(noisy image [b, C, S, S], time [b], condition tokens and mask) → velocity, same shape."""
+    """(noisy image [b, C, S, S], time [b], condition vector, condition tokens and mask) →
+    velocity, same shape."""
 
     def __init__(
         self, channels: int, width: int, memory_dim: int, heads: int, dropout: float
     ) -> None:
         super().__init__()
         wide, time_dim = 2 * width, 4 * width
-        self.width = width
+        self.width, self.time_dim = width, time_dim
         self.time = nn.Sequential(
             nn.Linear(width, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
         )
@@ -104,8 +107,11 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: Tensor, t: Tensor, memory: Tensor, mask: Tensor) -> Tensor:
-        time = self.time(time_features(t, self.width))
+    def forward(
+        self, x: Tensor, t: Tensor, condition: Tensor, memory: Tensor, mask: Tensor
+    ) -> Tensor:
+        """condition: [b, time_dim], added to the time embedding."""
+        time = self.time(time_features(t, self.width)) + condition.to(x.dtype)
         full = self.attend1(self.down1(self.stem(x), time), memory, mask)
         half = self.attend2(self.down2(self.downsample(full), time), memory, mask)
         h = self.attend_middle(self.middle(half, time), memory, mask)
