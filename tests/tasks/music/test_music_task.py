@@ -251,3 +251,19 @@ def test_an_unreadable_file_is_skipped_with_one_line(tmp_path):
     with pytest.warns(UserWarning, match="row 3"):
         _, known = task_for(state).encode([str(tmp_path / p) for p in frame["tune"]])
     assert known.sum() == 7 and not known[3]
+
+
+def test_v1_generate_returns_a_wav_and_predict_carries_the_audio(trained):
+    from fastapi.testclient import TestClient
+
+    from polymodal.serving.app import create_app
+    from polymodal.serving.settings import ServeSettings
+
+    with TestClient(create_app(ServeSettings(model_dir=trained[0] / "model"))) as client:
+        raw = client.post("/v1/generate?format=wav", json={"key": "C", "metre": "4/4", "seed": 3})
+        assert raw.status_code == 200, raw.text
+        assert raw.headers["content-type"] == "audio/wav" and raw.content[:4] == b"RIFF"
+        again = client.post("/v1/generate?format=wav", json={"key": "C", "metre": "4/4", "seed": 3})
+        assert again.content == raw.content  # the same seed and inputs, the same bytes
+        answer = client.post("/v1/predict", json={"key": "G", "metre": "3/4"}).json()
+        assert answer["predictions"][0]["tune"]["audio"].startswith("data:audio/wav;base64,")
