@@ -221,6 +221,8 @@ def test_cli_predict_and_generate_write_music(trained, tmp_path):
     assert len(table) == 8 and table["tune"][7] == "music/tune-000007.mid"
     assert list(table["key"]) == list(np.repeat(pd.read_csv(data)["key"], 2))
     assert read_mark(tmp_path / "gen" / table["tune"][7])["row"] == 7
+    seen = CliRunner().invoke(app, ["inspect", str(tmp_path / "gen" / "generated.csv")])
+    assert "tune: 8 of 8 rows point at generated music files" in seen.output
     other = str(tmp_path / "other.csv")
     refused = CliRunner().invoke(
         app, ["predict", model, str(data), "-o", other, "--image-dir", "i"]
