@@ -16,14 +16,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# Debian packages: Chromium and its driver for the browser tests (report, web page).
-$(SYSTEM):
-	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+# Debian packages: Chromium and its driver for the browser tests (report, web page); FluidSynth
+# and a General MIDI sound font to render generated music to WAV.
+SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
+$(SYSTEM): Makefile
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+	  && command -v fluidsynth >/dev/null 2>&1 && [ -f $(SOUNDFONT) ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing chromium and chromium-driver with apt-get"; \
+	  echo "installing chromium, chromium-driver, fluidsynth and fluid-soundfont-gm with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    chromium chromium-driver >/dev/null; \
-	else echo "install chromium and chromium-driver (Debian) for the browser tests"; exit 1; fi
+	    chromium chromium-driver fluidsynth fluid-soundfont-gm >/dev/null; \
+	else echo "install chromium, chromium-driver, fluidsynth and fluid-soundfont-gm (Debian)" \
+	  "for the browser and music tests"; exit 1; fi
 	touch $(SYSTEM)
 
 install: $(STAMP)

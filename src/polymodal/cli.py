@@ -234,6 +234,13 @@ def predict(
         Path | None,
         typer.Option(help="image targets: folder for the PNGs (default: <output>_images/)"),
     ] = None,
+    temperature: opt.Temperature = None,
+    top_k: opt.TopK = None,
+    opening: opt.Opening = None,
+    music_dir: Annotated[
+        Path | None,
+        typer.Option(help="music targets: folder for the MIDI and WAV (default: <output>_music/)"),
+    ] = None,
     zero_shot: Annotated[
         str | None,
         typer.Option(help="label each row by the similarity of this column to each class"),
@@ -263,7 +270,8 @@ def predict(
 ) -> None:
     """Predict every row of a table in chunks; writes predictions and class probabilities
     (text targets: the text, its log-probability and, with --nbest, the n best; image targets:
-    a PNG per row, its path relative to the output's folder).
+    a PNG per row, its path relative to the output's folder; music targets: a MIDI file per
+    row, and its WAV where FluidSynth is installed).
 
     --zero-shot COLUMN instead scores each row against classes named by --labels (embedded
     through the text input, in each --template) or shown by --examples (their mean vector).
@@ -294,8 +302,11 @@ def predict(
         )  # fmt: skip
         return
     model = Model.load(model_dir)
-    decoding = opt.decoding(beam, nbest, length_penalty, max_length, guidance, steps, seed)
-    decoding |= image_output(model, output, image_dir)
+    decoding = opt.decoding(
+        beam, nbest, length_penalty, max_length, guidance, steps, seed,
+        temperature=temperature, top_k=top_k, opening=opening,
+    )  # fmt: skip
+    decoding |= file_output(model, output, {"image_dir": image_dir, "music_dir": music_dir})
     if engine is opt.Engine.ray:
         from polymodal.serving.ray_batch import predict_on_ray
 
@@ -314,17 +325,23 @@ def predict(
     out.print(f"{result.written} predictions written to [bold]{output}[/]{kept}")
 
 
-def image_output(model: Any, output: Path, image_dir: Path | None) -> dict[str, str]:
-    """Where a model with image targets writes its PNGs (`--image-dir`, else a folder beside
-    the output CSV), and what their paths in the CSV are relative to."""
+def file_output(model: Any, output: Path, folders: dict[str, Path | None]) -> dict[str, str]:
+    """Where a model with generated files (image, music targets) writes them (`--image-dir`,
+    `--music-dir`, else a folder beside the output CSV), and what their paths in the CSV are
+    relative to."""
     from polymodal.data.problems import BadInputError
+    from polymodal.generate import FILE_FOLDERS
 
-    if "image_dir" not in model.decoding_settings():
-        if image_dir is not None:
-            raise BadInputError("--image-dir: this model generates no images")
-        return {}
-    folder = image_dir or output.parent / f"{output.stem}_images"
-    return {"image_dir": str(folder.resolve()), "relative_to": str(output.parent.resolve())}
+    takes, settings = model.decoding_settings(), {}
+    for setting, folder in folders.items():
+        if setting not in takes:
+            if folder is not None:
+                option = "--" + setting.replace("_", "-")
+                raise BadInputError(f"{option}: this model generates no such files")
+            continue
+        folder = folder or output.parent / f"{output.stem}_{FILE_FOLDERS[setting]}"
+        settings[setting] = str(folder.resolve())
+    return settings | ({"relative_to": str(output.parent.resolve())} if settings else {})
 
 
 def predict_zero_shot(
@@ -446,23 +463,27 @@ def inspect(data: Annotated[Path, typer.Argument(help="table to describe")]) -> 
 @app.command()
 @friendly_errors
 def generate(
-    model_dir: Annotated[Path, typer.Argument(help="model folder (with an image target)")],
+    model_dir: Annotated[Path, typer.Argument(help="model folder (with an image or music target)")],
     data: Annotated[Path, typer.Argument(help="table of conditions: the model's inputs")],
-    out_dir: Annotated[Path, typer.Option("--out", help="folder for the PNGs and table")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the files and table")],
     samples: Annotated[int, typer.Option("-n", "--samples", help="samples per row")] = 1,
     guidance: opt.Guidance = None,
     steps: opt.Steps = None,
     seed: opt.Seed = None,
+    temperature: opt.Temperature = None,
+    top_k: opt.TopK = None,
 ) -> None:
-    """Sample generated images for each row of a table: PNGs under OUT/images and
-    OUT/generated.csv, a table in the training table's schema (appendable to it)."""
+    """Sample generated images or music for each row of a table: PNGs under OUT/images, MIDI
+    under OUT/music, and OUT/generated.csv, a table in the training table's schema
+    (appendable to it)."""
     from polymodal.generate import generate as generate_table
     from polymodal.model import Model
 
     model = Model.load(model_dir)
     path, rows = generate_table(
-        model, data, out_dir, samples, guidance=guidance, steps=steps, seed=seed
-    )
+        model, data, out_dir, samples, guidance=guidance, steps=steps, seed=seed,
+        temperature=temperature, top_k=top_k,
+    )  # fmt: skip
     out.print(f"{rows} generated rows written to [bold]{path}[/]")
 
 

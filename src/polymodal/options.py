@@ -312,7 +312,18 @@ Guidance = Annotated[
     typer.Option("--guidance", help="image targets: classifier-free guidance (0: unconditional)"),
 ]
 Steps = Annotated[int | None, typer.Option("--steps", help="image targets: Euler steps a sample")]
-Seed = Annotated[int | None, typer.Option("--seed", help="image targets: sampling seed")]
+Seed = Annotated[int | None, typer.Option("--seed", help="image, music targets: sampling seed")]
+Temperature = Annotated[
+    float | None,
+    typer.Option("--temperature", help="music targets: sampling temperature (0: greedy)"),
+]
+TopK = Annotated[
+    int | None, typer.Option("--top-k", help="music targets: sample among the k likeliest (0: all)")
+]
+Opening = Annotated[
+    str | None,
+    typer.Option("--opening", help="music targets: a music file whose first bar opens each piece"),
+]
 
 
 def decoding(
@@ -323,8 +334,10 @@ def decoding(
     guidance: float | None = None,
     steps: int | None = None,
     seed: int | None = None,
+    **more: Any,
 ) -> dict[str, Any]:
-    """The decoding options given on the command line, as `Model.set_decoding` takes them."""
+    """The decoding options given on the command line, as `Model.set_decoding` takes them
+    (`more`: others under their own names)."""
     return {
         "beam": beam,
         "nbest": nbest,
@@ -333,4 +346,4 @@ def decoding(
         "guidance": guidance,
         "steps": steps,
         "seed": seed,
-    }
+    } | more

@@ -10,6 +10,7 @@ from polymodal.tasks import (  # noqa: F401  (registration)
     match,
     multiclass,
     multilabel,
+    music,
     regression,
     text,
 )

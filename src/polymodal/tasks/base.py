@@ -10,7 +10,8 @@ Shapley contributions explain, and the target's part of a serving response. Noth
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -83,6 +84,12 @@ def nearly_unique(values: list) -> bool:
         return False  # numbers are regression's or labels, never text
     distinct = len(set(texts))
     return distinct >= NEARLY_UNIQUE_COUNT and distinct >= NEARLY_UNIQUE_SHARE * len(texts)
+
+
+def paths_ending(values: list, extensions: Collection[str]) -> bool:
+    """Whether every value is a file path with one of these extensions (a generated-file
+    target's column: images, music)."""
+    return all(isinstance(v, str) and Path(v.strip()).suffix.lower() in extensions for v in values)
 
 
 def mean_over_known(per_row: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

@@ -37,12 +37,12 @@ def data_url(pixels: np.ndarray, mark: dict[str, Any]) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(pixels, mark)).decode("ascii")
 
 
-def write_new(folder: Path, stem: str, data: bytes) -> Path:
+def write_new(folder: Path, stem: str, data: bytes, suffix: str = ".png") -> Path:
     """Write `data` to folder/stem.png, or stem-2.png, ... if taken: never over a file."""
     folder.mkdir(parents=True, exist_ok=True)
     number = 1
     while True:
-        path = folder / (f"{stem}.png" if number == 1 else f"{stem}-{number}.png")
+        path = folder / (f"{stem}{suffix}" if number == 1 else f"{stem}-{number}{suffix}")
         try:
             with open(path, "xb") as handle:
                 handle.write(data)

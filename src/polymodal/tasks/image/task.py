@@ -31,6 +31,7 @@ from polymodal.tasks.base import (
     TargetState,
     Task,
     mean_over_known,
+    paths_ending,
     register_task,
 )
 from polymodal.tasks.image.flow import FlowHead
@@ -114,10 +115,7 @@ class ImageTask(Task):
 
     @classmethod
     def claims(cls, values: list) -> bool:
-        return all(
-            isinstance(v, str) and Path(v.strip()).suffix.lower() in IMAGE_EXTENSIONS
-            for v in values
-        )
+        return paths_ending(values, IMAGE_EXTENSIONS)
 
     @classmethod
     def fit(cls, values: list, config: TargetConfig, table_name: str) -> TargetState:

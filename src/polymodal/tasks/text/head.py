@@ -63,17 +63,24 @@ class TextHead(nn.Module):
     def generate(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         settings = self.settings
         length = min(settings.generate_length or settings.max_length, settings.max_length)
-        if settings.beam > 1:
-            ids, scores = beam_search(
-                self.decoder, memory, memory_mask, beam=settings.beam, max_length=length,
-                length_penalty=settings.length_penalty, nbest=settings.nbest,
-            )  # fmt: skip
-        else:
-            ids, scores = greedy(self.decoder, memory, memory_mask, max_length=length)
-            ids, scores = ids[:, None], scores[:, None]
+        ids, scores = self.search(memory, memory_mask, length)
         packed = torch.full(
             (*ids.shape[:2], 1 + settings.max_length), float(settings.pad_id), device=ids.device
         )
         packed[..., 0] = scores.float()
         packed[..., 1 : 1 + ids.shape[2]] = ids.float()
         return packed
+
+    def search(
+        self, memory: torch.Tensor, memory_mask: torch.Tensor, length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hypotheses of at most `length` tokens: (ids [batch, nbest, L], log-probabilities
+        [batch, nbest]), by beam search or greedily as the settings say."""
+        settings = self.settings
+        if settings.beam > 1:
+            return beam_search(
+                self.decoder, memory, memory_mask, beam=settings.beam, max_length=length,
+                length_penalty=settings.length_penalty, nbest=settings.nbest,
+            )  # fmt: skip
+        ids, scores = greedy(self.decoder, memory, memory_mask, max_length=length)
+        return ids[:, None], scores[:, None]

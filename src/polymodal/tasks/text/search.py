@@ -12,6 +12,8 @@ tokens including EOS (a hypothesis cut off at ``max_length`` has length ``max_le
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -37,9 +39,12 @@ def greedy(
     memory_mask: Tensor,
     max_length: int,
     use_cache: bool = True,
+    choose: Callable[[Tensor, int], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Most likely token at each step -> (ids [B, L] without BOS/EOS, pad after the end,
-    L <= max_length; log_probability [B] float32, including the EOS step when EOS came)."""
+    L <= max_length; log_probability [B] float32, including the EOS step when EOS came).
+    `choose(log_probs [B, vocab], step) -> tokens [B]` picks each step's token instead of the
+    most likely one (`sampler`: sampling, a forced prefix)."""
     _check_length(decoder, max_length)
     device = memory.device
     memory_mask = memory_mask.to(device=device, dtype=torch.bool)
@@ -51,13 +56,13 @@ def greedy(
     chosen: list[Tensor] = []
     cache = decoder.start(memory, memory_mask) if use_cache else None
     prefix = tokens[:, None]
-    for _ in range(max_length):
+    for step in range(max_length):
         if cache is not None:
             logits, cache = decoder.step(tokens, cache)
         else:
             logits = decoder.step_without_cache(prefix, memory, memory_mask)
         log_probs = _log_probabilities(decoder, logits)
-        best = log_probs.argmax(dim=-1)
+        best = log_probs.argmax(dim=-1) if choose is None else choose(log_probs, step)
         best_log_prob = log_probs.gather(1, best[:, None])[:, 0]
         total = total + torch.where(finished, 0.0, best_log_prob)
         best = torch.where(finished, decoder.pad_id, best)
@@ -72,6 +77,33 @@ def greedy(
             break
     ids = torch.stack(chosen, dim=1)
     return ids[:, : int(lengths.max())], total
+
+
+def sampler(
+    noise: Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    forced: Tensor | None = None,
+    pad_id: int = 0,
+) -> Callable[[Tensor, int], Tensor]:
+    """A `choose` for `greedy` that samples: the Gumbel-max trick, argmax of log p / temperature
+    plus `noise` [B, steps, vocab] (standard Gumbel, drawn by the caller, so that a row's
+    sample depends on its own noise alone), among the `top_k` most likely tokens (0: all).
+    `forced` [B, P]: tokens taken at the first P steps whatever the model says (a given
+    opening); `pad_id` entries are not forced."""
+
+    def choose(log_probs: Tensor, step: int) -> Tensor:
+        scores = log_probs / max(temperature, 1e-6)
+        if top_k:
+            kth = scores.topk(min(top_k, scores.shape[1]), dim=1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        picked = (scores + noise[:, step].to(scores.device)).argmax(dim=-1)
+        if forced is not None and step < forced.shape[1]:
+            given = forced[:, step].to(picked.device)
+            picked = torch.where(given != pad_id, given, picked)
+        return picked
+
+    return choose
 
 
 def beam_search(

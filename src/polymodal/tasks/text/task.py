@@ -183,13 +183,14 @@ class TextTask(Task):
     def set_decoding(self, options: dict[str, Any]) -> bool:
         """Beam width, n-best, length penalty and length for later predictions."""
         given = {k: v for k, v in options.items() if v is not None}
-        unknown = set(given) - set(DECODING)
+        unknown = set(given) - set(self.decoding)
+        where = f"{self.name} target '{self.state.column}'"
         if unknown:
-            raise BadInputError(f"text target '{self.state.column}': unknown {sorted(unknown)}")
+            raise BadInputError(f"{where}: unknown {sorted(unknown)}")
         try:
-            checked = FittedText.model_validate(self.text.model_dump() | given)
+            checked = type(self.text).model_validate(self.text.model_dump() | given)
         except ValueError as error:
-            raise BadInputError(f"text target '{self.state.column}': {error}") from None
+            raise BadInputError(f"{where}: {error}") from None
         for key in given:
             setattr(self.text, key, getattr(checked, key))  # the head reads this object
         self.state.options = self.text.model_dump()
