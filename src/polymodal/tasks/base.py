@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from polymodal.config import TargetConfig
@@ -90,6 +90,29 @@ def paths_ending(values: list, extensions: Collection[str]) -> bool:
     """Whether every value is a file path with one of these extensions (a generated-file
     target's column: images, music)."""
     return all(isinstance(v, str) and Path(v.strip()).suffix.lower() in extensions for v in values)
+
+
+Options = TypeVar("Options", bound=BaseModel)
+
+
+def one_line(error: ValidationError) -> str:
+    """A pydantic error as one line: where, then what."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+def target_options(
+    options: type[Options], config: TargetConfig, table_name: str, task: str
+) -> Options:
+    """A target's YAML `options` checked against its task's settings, or a one-line error
+    naming the table and column."""
+    try:
+        return options.model_validate(config.options)
+    except ValidationError as error:
+        raise BadInputError(
+            f"{table_name}: {task} target '{config.column}' options: {one_line(error)}"
+        ) from None
 
 
 def mean_over_known(per_row: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,9 @@
 """Generated images carry a mark: a PNG text chunk `polymodal:generated` holding JSON that says
 which model made the file, from which row and with which sampling settings.
 
-Files are written with exclusive creation, so an existing file is never overwritten: a name
-already taken gets -2, -3, ... `read_mark` tells a generated file from any other
-(`ImageTask.count_generated`, which `polymodal inspect` asks), so generated rows added to a
-training set stay known.
+Files are written with `tasks/files.write_new`, never over an existing one. `read_mark` tells
+a generated file from any other (`ImageTask.count_generated`, which `polymodal inspect` asks),
+so generated rows added to a training set stay known.
 """
 
 from __future__ import annotations
@@ -12,14 +11,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-MARK = "polymodal:generated"
+from polymodal.tasks.files import MARK
 
 
 def png_bytes(pixels: np.ndarray, mark: dict[str, Any]) -> bytes:
@@ -35,25 +33,6 @@ def png_bytes(pixels: np.ndarray, mark: dict[str, Any]) -> bytes:
 def data_url(pixels: np.ndarray, mark: dict[str, Any]) -> str:
     """The PNG as a data: URL (a serving response has no folder to write to)."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(pixels, mark)).decode("ascii")
-
-
-def write_new(folder: Path, stem: str, data: bytes, suffix: str = ".png") -> Path:
-    """Write `data` to folder/stem.png, or stem-2.png, ... if taken: never over a file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    number = 1
-    while True:
-        path = folder / (f"{stem}{suffix}" if number == 1 else f"{stem}-{number}{suffix}")
-        try:
-            with open(path, "xb") as handle:
-                handle.write(data)
-            return path
-        except FileExistsError:
-            number += 1
-
-
-def safe_stem(text: str) -> str:
-    """A column name made safe for a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "image"
 
 
 def read_mark(path: str | Path) -> dict[str, Any] | None:

@@ -31,16 +31,17 @@ from polymodal.tasks.base import (
     TargetState,
     Task,
     mean_over_known,
+    one_line,
     paths_ending,
     register_task,
+    target_options,
 )
+from polymodal.tasks.files import safe_stem, write_new
 from polymodal.tasks.image.flow import FlowHead
 from polymodal.tasks.image.provenance import (
     data_url,
     png_bytes,
     read_mark,
-    safe_stem,
-    write_new,
 )
 
 DECODING = ("guidance", "steps", "seed", "image_dir", "relative_to")
@@ -120,12 +121,7 @@ class ImageTask(Task):
     @classmethod
     def fit(cls, values: list, config: TargetConfig, table_name: str) -> TargetState:
         """Size and channels from a sample of the training images, as for an image input."""
-        try:
-            options = ImageOptions.model_validate(config.options)
-        except ValidationError as error:
-            raise BadInputError(
-                f"{table_name}: image target '{config.column}' options: {one_line(error)}"
-            ) from None
+        options = target_options(ImageOptions, config, table_name, cls.name)
         settings = ImageSettings(size=options.size, channels=options.channels)
         fitted = fit_image(values, config.column, Path("."), settings, config.column)
         state = options.model_dump() | {"size": fitted.size, "channels": fitted.channels}
@@ -221,11 +217,11 @@ class ImageTask(Task):
                 f"image target '{self.state.column}': say where the generated PNGs go: "
                 "Model.set_decoding(image_dir=...) (CLI: --image-dir)"
             )
-        stem = safe_stem(self.state.column)
+        stem = safe_stem(self.state.column, "image")
         for index, image in enumerate(pixels):
             row = self.first_row + index
             data = png_bytes(image, self.mark(row))
-            path = write_new(Path(self.image.image_dir or "."), f"{stem}-{row:06d}", data)
+            path = write_new(Path(self.image.image_dir or "."), f"{stem}-{row:06d}", data, ".png")
             paths[index] = (
                 str(path.relative_to(self.image.relative_to))
                 if (self.image.relative_to)
@@ -255,9 +251,3 @@ class ImageTask(Task):
         made = decoded["pixels"].astype(np.float32) / 255.0
         ref = reference.astype(np.float32) / 255.0
         return 1.0 - np.sqrt(((made - ref) ** 2).mean(axis=(1, 2, 3)))
-
-
-def one_line(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    return f"{where}: {first['msg']}" if where else first["msg"]

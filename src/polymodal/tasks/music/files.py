@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from polymodal.tasks.image.provenance import MARK
+from polymodal.tasks.files import MARK
 from polymodal.tasks.music.tokens import parse_tokens, to_stream
 
 SOUND_FONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
@@ -30,9 +30,14 @@ from polymodal.config import Strict, TargetConfig
 from polymodal.data.column import is_missing
 from polymodal.data.problems import BadInputError
 from polymodal.fusion.base import Fused
-from polymodal.tasks.base import TargetPrediction, TargetState, paths_ending, register_task
-from polymodal.tasks.image.provenance import safe_stem, write_new
-from polymodal.tasks.image.task import one_line
+from polymodal.tasks.base import (
+    TargetPrediction,
+    TargetState,
+    paths_ending,
+    register_task,
+    target_options,
+)
+from polymodal.tasks.files import safe_stem, write_new
 from polymodal.tasks.music import metrics
 from polymodal.tasks.music.files import (
     midi_bytes,
@@ -232,12 +237,7 @@ class MusicTask(TextTask):
     def fit(cls, values: list, config: TargetConfig, table_name: str) -> TargetState:
         """The longest training piece sets how many tokens the decoder takes."""
         require_music21()
-        try:
-            options = MusicOptions.model_validate(config.options)
-        except ValidationError as error:
-            raise BadInputError(
-                f"{table_name}: music target '{config.column}' options: {one_line(error)}"
-            ) from None
+        options = target_options(MusicOptions, config, table_name, cls.name)
         texts = [t for t in read_cells(values, config.column, options.max_bars) if t]
         if not texts:
             raise BadInputError(
@@ -340,7 +340,7 @@ class MusicTask(TextTask):
         first = self.first_row
         midis, wavs = np.empty(len(texts), object), np.full(len(texts), "", dtype=object)
         for index, text in enumerate(texts):
-            stem = f"{safe_stem(column)}-{first + index:06d}"
+            stem = f"{safe_stem(column, 'music')}-{first + index:06d}"
             data = midi_bytes(str(text), self.mark(first + index))
             midi = write_new(Path(self.text.music_dir or "."), stem, data, ".mid")
             midis[index] = self.shown(midi)
