@@ -15,7 +15,7 @@ from polymodal.data.problems import ProblemLog
 from polymodal.data.schema import resolve_inputs
 from polymodal.data.table import Table
 from polymodal.encoders import DEFAULT_ENCODERS, ENCODERS
-from polymodal.modalities import MODALITIES, modality
+from polymodal.modalities import MODALITIES, modality, query_kinds
 from polymodal.modalities.base import EncodeContext, FitContext
 from tests.media import write_mp4, write_png, write_wav
 
@@ -48,6 +48,24 @@ def test_every_kind_is_registered_with_a_default_encoder():
     assert set(DEFAULT_ENCODERS) == set(MODALITIES.names())
     for kind in MODALITIES.names():
         assert ENCODERS.tags(DEFAULT_ENCODERS[kind])["modality"] == kind
+
+
+@pytest.mark.parametrize("kind", MODALITIES.names())
+def test_a_search_query_fills_a_file_kind_by_file_and_the_others_by_typed_text(kind):
+    """A file query carries the bytes its modality decodes, so it is named after that kind
+    (the serving page shows a stored file in the modality's preview element); a typed query
+    fills only kinds whose cells are themselves typed."""
+    found = modality(kind)
+    if found.files:
+        assert found.query == kind
+        assert found.widget.preview is not None
+    else:
+        assert found.query in ("text", None)
+    assert (kind in query_kinds().get(found.query, ())) == (found.query is not None)
+
+
+def test_typed_text_queries_fill_text_and_category_inputs():
+    assert query_kinds()["text"] == ("category", "text")
 
 
 def test_unknown_kind_names_the_known_ones(tmp_path):

@@ -163,7 +163,7 @@ def test_stored_files_only_by_id(client, indexed, frame):
     info = client.get("/v1/search/info").json()
     assert info | {"query_kinds": None} == {
         "column": "image", "kind": "image", "rows": ROWS, "metric": "cosine", "files": True,
-        "query_kinds": None, "max_k": 100,
+        "preview": "img", "query_kinds": None, "max_k": 100,
     }  # fmt: skip
     assert set(info["query_kinds"]) == {"text", "image", "audio"}
     assert client.get("/v1/schema").json()["search"] == info

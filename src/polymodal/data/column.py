@@ -7,7 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-CHUNK_ROWS = 4096  # rows normalised at once in float32, bounding the extra memory
+# Rows are normalised in float32 blocks of about this size: small enough to stay in the
+# processor's cache and to reuse freed memory; a 48 MB block of 3,000 spectrograms cost 5× more
+# (page faults on fresh memory, then misses), 53 ms against 8-10 ms for blocks of 1-4 MB.
+BLOCK_BYTES = 2**21
 
 
 @dataclass
@@ -78,11 +81,14 @@ def normalised_float16(
     by element, about 15× slower than torch, which made normalising a column read back from
     the cache cost more than the network's pass over it."""
     out = np.empty(raw.shape, dtype=np.float16)
+    written = torch.from_numpy(out)
     shift = torch.as_tensor(np.asarray(mean, dtype=np.float32))
     scale = 1.0 / torch.as_tensor(np.asarray(std, dtype=np.float32))
-    for start in range(0, len(raw), CHUNK_ROWS):
-        rows = slice(start, start + CHUNK_ROWS)
+    row_bytes = 4 * max(1, int(np.prod(raw.shape[1:])))
+    step = max(1, BLOCK_BYTES // row_bytes)
+    for start in range(0, len(raw), step):
+        rows = slice(start, start + step)
         block = torch.from_numpy(raw[rows]).float().sub_(shift).mul_(scale)
         block.mul_(torch.from_numpy(np.ascontiguousarray(real[rows])))
-        out[rows] = block.half().numpy()
+        written[rows].copy_(block)
     return out

@@ -5,6 +5,13 @@ from the registry: `MODALITIES.names()`.
 """
 
 from polymodal.modalities import audio, category, image, number, text, video  # noqa: F401
-from polymodal.modalities.base import MODALITIES, Modality, file_kinds, kinds, modality
+from polymodal.modalities.base import (
+    MODALITIES,
+    Modality,
+    file_kinds,
+    kinds,
+    modality,
+    query_kinds,
+)
 
-__all__ = ["MODALITIES", "Modality", "file_kinds", "kinds", "modality"]
+__all__ = ["MODALITIES", "Modality", "file_kinds", "kinds", "modality", "query_kinds"]

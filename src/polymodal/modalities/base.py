@@ -85,6 +85,9 @@ class Modality:
     formats: ClassVar[tuple[str, ...]] = ()  # file formats read, for people
     sniffed: ClassVar[frozenset[str]] = frozenset()  # media kinds of bytes it accepts
     widget: ClassVar[Widget] = Widget("text")
+    # The search query that fills an input of this kind: "text" (a typed string) or, for a
+    # file, the name of the query option that carries it; None: no query fills it.
+    query: ClassVar[str | None] = None
 
     def fit(self, cells: list, column: str, source: str, context: FitContext) -> Any:
         """Learn the fitted state from the training rows' cells."""
@@ -150,3 +153,14 @@ def kinds() -> list[str]:
 
 def file_kinds() -> list[str]:
     return MODALITIES.names(files=True)
+
+
+def query_kinds() -> dict[str, tuple[str, ...]]:
+    """Each search query (`search --text`, `--image`, ...) and the input kinds it fills, from
+    the modalities' `query`: a typed string fills text and category inputs, a file its kind."""
+    queries: dict[str, tuple[str, ...]] = {}
+    for kind in kinds():
+        query = modality(kind).query
+        if query is not None:
+            queries[query] = (*queries.get(query, ()), kind)
+    return queries

@@ -24,20 +24,16 @@ from polymodal.config import Strict
 from polymodal.data.files import resolve_path
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.table import Table, read_table
-from polymodal.modalities import modality
+from polymodal.modalities import modality, query_kinds
 from polymodal.model import Model
 from polymodal.search.index import RESERVED, Index, Metric, metadata_table
 from polymodal.version import __version__
 
 SOURCE_FILE = "source.json"
 ROW = "row"  # the 0-based input row, stored with every vector
-# The query options and the input kinds each can fill: a typed string also names a category.
-QUERY_KINDS = {
-    "text": ("text", "category"),
-    "image": ("image",),
-    "audio": ("audio",),
-    "video": ("video",),
-}
+# The query options and the input kinds each can fill (the modalities' `query`): a typed
+# string fills text and category inputs.
+QUERY_KINDS = query_kinds()
 
 
 class IndexedTable(Strict):
@@ -284,7 +280,7 @@ def embed_query(
     names a file in it, as the server writes an upload under a name of its own). An
     unreadable query is an error naming why (a file in `folder` by its name only)."""
     state = model.schema_.input(column)
-    if query_kind == "text" or folder is not None:
+    if not modality(state.kind).files or folder is not None:
         cell = value
     else:
         cell = str(Path(value).expanduser().resolve())

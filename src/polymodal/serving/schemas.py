@@ -83,6 +83,9 @@ class SearchInfo(BaseModel):
     rows: int = Field(description="vectors in the index")
     metric: str = Field(description="cosine or dot: higher scores are nearer; l2: lower")
     files: bool = Field(description="true: hits have a file_url serving the stored file")
+    preview: str | None = Field(
+        description="the page element that shows a stored file (img, audio, video); None: none"
+    )
     query_kinds: list[str] = Field(
         description="the queries the model can embed: text, image, audio, video"
     )

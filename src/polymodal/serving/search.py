@@ -65,6 +65,7 @@ class SearchIndex:
             rows=len(self.index),
             metric=self.index.settings.metric,
             files=self.files,
+            preview=modality(self.source.kind).widget.preview,
             query_kinds=fits,
             max_k=MAX_K,
         )

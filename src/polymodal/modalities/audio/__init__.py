@@ -29,6 +29,7 @@ class Audio(Modality):
     widget = Widget(
         "file", accept="audio/*,video/webm,video/mp4", capture="microphone", preview="audio"
     )
+    query = "audio"
 
     def fit(self, cells: list, column: str, source: str, context: FitContext) -> AudioState:
         settings = context.settings.audio

@@ -23,6 +23,7 @@ class Category(Modality):
     state = CategoryState
     tabular = embedded = groups_rows = lenient = True
     widget = Widget("select")
+    query = "text"
 
     def fit(self, cells: list, column: str, source: str, context: FitContext) -> CategoryState:
         return fit_category(cells, column, source)

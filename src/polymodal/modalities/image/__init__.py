@@ -37,6 +37,7 @@ class Image(PixelModality):
     formats = ("PNG", "JPEG", "GIF", "BMP", "WebP", "TIFF")
     sniffed = frozenset({"image"})
     widget = Widget("file", accept="image/*", capture="camera", preview="img")
+    query = "image"
 
     def fit(self, cells: list, column: str, source: str, context: FitContext) -> ImageState:
         settings = context.settings.image

@@ -24,6 +24,7 @@ class Text(Modality):
     embedded = pretrained = True
     tower = "text_model"
     widget = Widget("textarea")
+    query = "text"
 
     def fit(self, cells: list, column: str, source: str, context: FitContext) -> TextState:
         return fit_text(cells, column, context.settings.text, source, context.pretrained)

@@ -29,6 +29,7 @@ class Video(PixelModality):
     formats = ("MP4", "MOV", "AVI", "MKV", "WebM")
     sniffed = frozenset({"video"})
     widget = Widget("file", accept="video/*", preview="video")
+    query = "video"
 
     def fit(self, cells: list, column: str, source: str, context: FitContext) -> VideoState:
         settings = context.settings.video

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from polymodal.data.problems import BadInputError
+from polymodal.modalities import modality
 from polymodal.search.embeddings import QUERY_KINDS, BadFilterError, nearest, query_input
 from polymodal.serving.deps import ServiceDep
 from polymodal.serving.errors import ApiError, describe_validation
@@ -84,7 +85,7 @@ async def search(request: Request, service: ServiceDep) -> SearchResponse:
         message = str(error).replace("--query-column", "query_column").replace("--", "")
         raise ApiError(422, message) from None
     value = getattr(body, kind)
-    if kind == "text":
+    if not modality(index.kinds[column]).files:
         if not value.strip():
             raise ApiError(422, "the text query is empty")
     else:

@@ -505,7 +505,7 @@ function showHits(body) {
 
 function hitCard(hit) {
   const card = element("figure", { class: "hit", "data-id": hit.id, "data-rank": hit.rank });
-  if (hit.file_url) card.append(hitMedia(hit.file_url, state.schema.search.kind));
+  if (hit.file_url) card.append(hitMedia(hit.file_url, state.schema.search.preview));
   card.append(element("figcaption", {}, [`#${hit.rank} `, element("span", { class: "score", text: `score ${hit.score.toFixed(4)}` })]));
   const list = element("dl");
   for (const [name, value] of Object.entries(hit.metadata)) {
@@ -516,9 +516,9 @@ function hitCard(hit) {
   return card;
 }
 
-function hitMedia(url, kind) {
-  const tag = kind === "image" ? "img" : kind;
-  const media = element(tag, { alt: kind === "image" ? "stored image" : null, loading: "lazy" });
+function hitMedia(url, tag) {
+  // tag: the element the indexed input's modality shows its files in (img, audio, video)
+  const media = element(tag, { alt: tag === "img" ? "stored image" : null, loading: "lazy" });
   if (tag !== "img") media.controls = true;
   if (!state.schema.api_key_required) { media.src = url; return media; }
   // An <img> cannot send the X-API-Key header: fetch the file, then show it from a blob: URL.
