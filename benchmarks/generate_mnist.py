@@ -56,13 +56,16 @@ def say(message: str) -> None:
 
 def write_images(folder: Path, name: str, images: np.ndarray, **columns: object) -> Path:
     """PNGs under folder/name and folder/name.csv with an `image` column (paths relative to
-    the table) plus `columns`."""
+    the table) plus `columns`; kept if folder/name.csv exists (it is written last), so that a
+    rerun, or a second part run at the same time on the same `--work`, reads the same files."""
+    path = folder / f"{name}.csv"
+    if path.is_file():
+        return path
     (folder / name).mkdir(parents=True, exist_ok=True)
     paths = []
     for index, pixels in enumerate(images):
         Image.fromarray(pixels).save(folder / name / f"{index}.png")
         paths.append(f"{name}/{index}.png")
-    path = folder / f"{name}.csv"
     pd.DataFrame({"image": paths, **columns}).to_csv(path, index=False)
     return path
 
@@ -155,7 +158,7 @@ def image_target(args: argparse.Namespace, label_too: bool = False) -> Config:
     """The generator's config; `label_too`: the label is a second target (never an input), so
     the inputs' encoders also learn to tell the digits apart."""
     config = config_for(args.epochs, label_kind=True)
-    options = {"steps": args.steps, "guidance": args.guidance}
+    options = {"steps": args.steps, "guidance": args.guidance[0]}
     config.targets = [TargetConfig(column="image", task="image", options=options)]
     if label_too:
         config.targets.append(TargetConfig(column="label", task="multiclass"))
@@ -191,7 +194,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="generators' cap (None: 60)")
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument(
+        "--guidance", type=float, nargs="+", default=[2.0], help="one row per value"
+    )
     parser.add_argument("--synthetic", type=int, default=9000)
     parser.add_argument("--synthetic-steps", type=int, default=16, help="sampling cost: steps")
     parser.add_argument("--work", type=Path, default=None)
@@ -203,7 +208,6 @@ def main() -> None:
     avmnist["audio"] = [str(AVMNIST / p) for p in avmnist.audio]
     train_rows = avmnist[avmnist.split == "train"].head(args.train_rows)
     test_rows = avmnist[avmnist.split == "test"]
-    sampling = (args.steps, args.guidance)
     work = args.work or Path(tempfile.mkdtemp(prefix="generate-mnist-"))
     work.mkdir(parents=True, exist_ok=True)
     say(f"work folder {work}; {len(train_rows)} training rows, {len(test_rows)} test rows")
@@ -241,12 +245,17 @@ def main() -> None:
     if "label" in args.parts:
         wanted = np.repeat(np.arange(10), args.per_class).astype(str)
         conditions = pd.DataFrame({"label": np.arange(10).astype(str)})
-        made = sampled(
-            label_generator, conditions, work / "label-samples", sampling, args.per_class
-        )
         train_s = f"{seconds:.0f} ({epochs} epochs)"
-        print(row(f"label → image, {args.steps} steps, guidance {args.guidance}",
-                  judged(judge, made, wanted, real), train_s))  # fmt: skip
+        for guidance in args.guidance:
+            made = sampled(
+                label_generator,
+                conditions,
+                work / f"label-samples-g{guidance:g}",
+                (args.steps, guidance),
+                args.per_class,
+            )
+            print(row(f"label → image, {args.steps} steps, guidance {guidance:g}",
+                      judged(judge, made, wanted, real), train_s))  # fmt: skip
         base = noisy_means(train_images, train_labels, wanted)
         print(row("label → class mean + noise (baseline)",
                   judged(judge, write_images(work, "label-baseline", base), wanted, real)))  # fmt: skip
@@ -263,10 +272,13 @@ def main() -> None:
         )
         epochs = len(generator.metrics_["history"])
         recordings = pd.DataFrame({"audio": test_rows.audio.to_numpy()})
-        made = sampled(generator, recordings, work / "audio-samples", sampling)
         wanted = test_labels.astype(str)
-        print(row(f"audio → image, {args.steps} steps, guidance {args.guidance}",
-                  judged(judge, made, wanted, real), f"{seconds:.0f} ({epochs} epochs)"))  # fmt: skip
+        for guidance in args.guidance:
+            made = sampled(
+                generator, recordings, work / f"audio-samples-g{guidance:g}", (args.steps, guidance)
+            )
+            print(row(f"audio → image, {args.steps} steps, guidance {guidance:g}",
+                      judged(judge, made, wanted, real), f"{seconds:.0f} ({epochs} epochs)"))  # fmt: skip
         base = noisy_means(train_images, train_labels, heard)
         print(row("audio → class the audio classifier hears, its mean + noise (baseline)",
                   judged(judge, write_images(work, "audio-baseline", base), wanted, real)))  # fmt: skip
@@ -277,7 +289,7 @@ def main() -> None:
         few = write_images(work, "few", train_images[:1000], label=train_labels[:1000].astype(str))
         per_digit = args.synthetic // 10
         conditions = pd.DataFrame({"label": np.arange(10).astype(str)})
-        synthetic_sampling = (args.synthetic_steps, args.guidance)
+        synthetic_sampling = (args.synthetic_steps, args.guidance[0])
         made = sampled(
             label_generator, conditions, work / "synthetic", synthetic_sampling, per_digit
         )
