@@ -43,7 +43,10 @@ def test_audio_noise_is_added_to_the_waveform_and_lowers_the_metric(av_model, sh
     # a pure tone stays visible in a spectrogram at −10 dB of broadband noise, so the drop
     # is smaller than the picture's; it is still clear on this model
     assert noise["scores"][-1] <= result["clean"] - 0.15
-    assert noise["scores"][-1] <= noise["scores"][0]
+    # the strongest noise harms at least as much as the mildest; where the mildest already
+    # takes this tiny model down to its floor, both scores sit at chance, a row or two apart
+    floor = 2 / len(read_table(shapes))
+    assert noise["scores"][-1] <= noise["scores"][0] + floor, noise["scores"]
     assert result["removed"]["sound"] < result["clean"]
     assert result["removed"]["picture"] < result["clean"]
 
