@@ -225,7 +225,7 @@ def search_index(
     index = open_index(db)
     model = Model.load(source.model)
     column = query_input(model.schema_.kinds, query_kind, source.column, query_column)
-    vector = embed_query(model, column, query_kind, value)
+    vector = embed_query(model, column, value)
     hits = nearest(index, vector, k, where)
     return SearchResult(hits, source, column, model, vector, index.settings.metric)
 
@@ -272,9 +272,7 @@ def query_input(
     )
 
 
-def embed_query(
-    model: Model, column: str, query_kind: str, value: str, folder: Path | None = None
-) -> np.ndarray:
+def embed_query(model: Model, column: str, value: str, folder: Path | None = None) -> np.ndarray:
     """The query's vector [dim]: a one-row table with the query in `column`'s source column
     (a file as the absolute path typed, read like any table's file; with `folder`, `value`
     names a file in it, as the server writes an upload under a name of its own). An

@@ -235,20 +235,20 @@ class Service:
             vectors = self.model.embed(self.request_table(rows, folder), column, problems)
             return vectors, problems
 
-    async def embed_query(self, column: str, kind: str, value: str | Upload) -> np.ndarray:
+    async def embed_query(self, column: str, value: str | Upload) -> np.ndarray:
         """A search query's vector: a text, or uploaded bytes written under a name the server
         chooses (never a path from the request), embedded as `polymodal search` does."""
-        return await self.decode(self.embed_query_now, column, kind, value)
+        return await self.decode(self.embed_query_now, column, value)
 
     def embed_query_now(
-        self, column: str, kind: str, value: str | Upload, started: threading.Event
+        self, column: str, value: str | Upload, started: threading.Event
     ) -> np.ndarray:
         started.set()
         with self.request_folder() as folder:
             if isinstance(value, Upload):
                 (folder / f"query.{value.kind}").write_bytes(value.data)
-                return embed_query(self.model, column, kind, f"query.{value.kind}", folder)
-            return embed_query(self.model, column, kind, value)
+                return embed_query(self.model, column, f"query.{value.kind}", folder)
+            return embed_query(self.model, column, value)
 
     def request_table(self, rows: list[Row], folder: Path) -> Table:
         """Uploads written under server-chosen names; cells hold those names, relative to folder."""

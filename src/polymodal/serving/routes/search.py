@@ -92,7 +92,7 @@ async def search(request: Request, service: ServiceDep) -> SearchResponse:
         source = service.source_of.get(column, column)
         field = next(f for f in service.fields if f.name == source)
         value = check_file(0, field, value)  # bytes only: a string is refused, never opened
-    vector = await service.embed_query(column, kind, value)
+    vector = await service.embed_query(column, value)
     try:
         found = await asyncio.to_thread(nearest, index.index, vector, body.k, where)
     except BadFilterError as error:
