@@ -106,7 +106,21 @@ class MultimodalNet(nn.Module):
         return encoded
 
     def fuse(self, batch: Batch) -> Fused:
-        return self.fusion(self.encode(batch))
+        return self.fuse_encoded(self.encode(batch))
+
+    def fuse_encoded(self, encoded: dict[str, EncodedInput]) -> Fused:
+        """The fusion of the encoded inputs, with the memory spans of the inputs whose
+        tokens follow time (`Fused.timed`)."""
+        fused = self.fusion(encoded)
+        start, timed = fused.readout, []
+        for name, encoder in zip(self.input_names, self.encoders, strict=True):
+            end = start + encoded[name].tokens.shape[1]
+            if getattr(encoder, "time_ordered", False):
+                timed.append((start, end))
+            start = end
+        if start != fused.memory.shape[1]:  # a fusion whose memory is laid out otherwise
+            return fused
+        return fused._replace(timed=tuple(timed))
 
     def forward(self, batch: Batch, targets: dict | None = None) -> dict[str, torch.Tensor]:
         """Raw outputs per target: logits, standardised values for regression, generated
@@ -123,7 +137,7 @@ class MultimodalNet(nn.Module):
         """Every head's outputs from the encoded inputs (`fused`: their fusion, when the
         caller has it already)."""
         if fused is None and not all(task.fuses_apart for task in self.tasks):
-            fused = self.fusion(encoded)  # a match alone never reads all inputs fused together
+            fused = self.fuse_encoded(encoded)  # a match alone never reads all inputs fused
         outputs = {}
         for name, task, head in zip(self.target_names, self.tasks, self.heads, strict=True):
             if task.fuses_apart:

@@ -111,3 +111,59 @@ def test_a_disabled_cache_writes_no_block(tmp_path, small_blocks):
     names, state = images(tmp_path)
     encode_images(state, names, tmp_path, ProblemLog(), FeatureCache(tmp_path / "c", False))
     assert not (tmp_path / "c").exists()
+
+
+def test_a_block_whose_data_does_not_match_its_index_is_not_used(tmp_path, small_blocks):
+    names, state = images(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    first = encode_images(state, names, tmp_path, ProblemLog(), cache)
+    (data_file,) = (tmp_path / "cache").glob("*/blocks/*.data.npy")
+    np.save(data_file, np.zeros(5, np.float16))  # another length than the index says
+    again = encode_images(state, names, tmp_path, ProblemLog(), cache)
+    assert cache.block_hits == 0 and cache.hits == 4, "read back file by file"
+    np.testing.assert_array_equal(again.values, first.values)
+
+
+def test_blocks_of_the_older_one_file_format_are_removed(tmp_path, small_blocks):
+    names, state = images(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    encode_images(state, names, tmp_path, ProblemLog(), cache)
+    folder = next((tmp_path / "cache").glob("*/blocks"))
+    old = folder / "0123abcd.npz"
+    old.write_bytes(b"a block of an older version")
+    encode_images(state, names[:3], tmp_path, ProblemLog(), cache)  # writes a second block
+    assert not old.exists()
+    assert len(list(folder.glob("*.index.npz"))) == len(list(folder.glob("*.data.npy"))) == 2
+
+
+def test_file_stamps_in_threads_match_one_pass_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "STAMP_CHUNK", 2)  # 7 files: 4 chunks over 2 threads
+    paths = [str(write_png(tmp_path / f"{i}.png", seed=i)) for i in range(6)]
+    paths.insert(3, str(tmp_path / "gone.png"))
+    stamps = cache_module.file_stamps(paths)
+    assert stamps.shape == (7, 4) and stamps[3].tolist() == [-1] * 4
+    for row, path in zip(stamps, paths, strict=True):
+        if os.path.exists(path):
+            found = os.stat(path)
+            assert row.tolist() == [
+                found.st_size,
+                found.st_mtime_ns,
+                found.st_ctime_ns,
+                found.st_ino,
+            ]
+
+
+def test_a_block_of_one_shape_splits_as_a_block_of_many():
+    arrays = [np.full((2, 3), index, np.float16) for index in range(4)]
+    data = np.concatenate([a.reshape(-1) for a in arrays])
+    offsets = np.arange(5) * 6
+    shapes = np.tile([2, 3], (4, 1))
+    one_shape = cache_module.split_block(data, offsets, shapes, np.full(4, 2), np.full(4, ""))
+    errors = np.array(["", "", "bad file", ""])
+    mixed = cache_module.split_block(
+        data[:18], np.array([0, 6, 12, 12, 18]), shapes, np.array([2, 2, -1, 2]), errors
+    )
+    for index in range(4):
+        np.testing.assert_array_equal(one_shape[index], arrays[index])
+    assert mixed[2] == "bad file"
+    np.testing.assert_array_equal(mixed[3], arrays[2])

@@ -113,6 +113,17 @@ def test_memory_keeps_every_input_token_with_its_mask(name):
 
 
 @pytest.mark.parametrize("name", FUSIONS.names())
+def test_memory_is_the_readout_then_each_input_in_order(name):
+    """The layout `MultimodalNet.fuse_encoded` reads each input's span from (`Fused.timed`)."""
+    fusion = FUSIONS.create(name, NAMES, SETTINGS).eval()
+    b_present = torch.tensor([True, False, True])
+    fused = fusion(encoded(b_present))
+    assert fused.memory.shape[1] == fused.readout + 4 + 5
+    b_mask = fused.memory_mask[:, fused.readout + 4 :]
+    assert torch.equal(b_mask, b_present[:, None].expand(-1, 5))
+
+
+@pytest.mark.parametrize("name", FUSIONS.names())
 def test_decoder_on_memory_gives_masked_tokens_no_attention(name):
     torch.manual_seed(0)
     fusion = FUSIONS.create(name, NAMES, SETTINGS).eval()

@@ -7,7 +7,7 @@ from polymodal.config import AudioSettings
 from polymodal.data.cache import FeatureCache
 from polymodal.data.problems import DecodeError, ProblemLog
 from polymodal.modalities.audio.preprocess import decode_waveform, encode_audio, fit_audio
-from tests.media import write_mp4, write_wav
+from tests.media import write_mp4, write_tones, write_wav
 from tests.modalities.logs import reasons
 
 
@@ -42,3 +42,23 @@ def test_audio_track_of_a_video(tmp_path):
     write_mp4(tmp_path / "talk.mp4", with_audio=True)
     wave = decode_waveform((tmp_path / "talk.mp4").read_bytes(), 16000)
     assert 12000 < len(wave) < 20000 and np.abs(wave).max() > 0.1
+
+
+def test_a_transcript_keeps_the_longest_clip_whole(tmp_path):
+    """A label crops at the 95th percentile of the clips' lengths (the longest lose a tail);
+    a transcript (`whole`) keeps even the longest clip whole: its last words are in the tail."""
+    cells = []
+    for count in range(1, 21):  # 0.4 s to 8 s
+        write_tones(tmp_path / f"{count}.wav", [440.0] * count, seed=count)
+        cells.append(f"{count}.wav")
+    settings = AudioSettings(n_mels=16)
+    cache = FeatureCache(enabled=False)
+    longest = encode_audio(
+        fit_audio(cells, "snd", tmp_path, settings.model_copy(update={"max_seconds": 9.0}), "snd"),
+        cells[-1:], tmp_path, ProblemLog(), cache,
+    ).lengths[0]  # fmt: skip
+    cropped = fit_audio(cells, "snd", tmp_path, settings, "snd")
+    whole = fit_audio(cells, "snd", tmp_path, settings, "snd", whole=True)
+    assert cropped.frames < longest <= whole.frames <= 1.1 * longest + 1
+    column = encode_audio(whole, cells[-1:], tmp_path, ProblemLog(), cache)
+    assert column.lengths.tolist() == [longest]

@@ -148,6 +148,18 @@ def test_crop_length_is_fitted_from_the_clips_and_capped(tmp_path):
     assert state.frames == 4 * 20
 
 
+def test_whole_clips_keep_the_longest_clip(tmp_path):
+    """For a transcript (`whole`), the crop is the longest clip plus a tenth, not the 95th
+    percentile, so the longest clip keeps all its frames."""
+    write_timed_mp4(tmp_path / "a.mp4", [100] * 15)  # 1.5 s
+    write_timed_mp4(tmp_path / "b.mp4", [100] * 20)  # 2.0 s
+    settings = fps_settings(max_seconds=None)
+    state = fit_video(["a.mp4", "b.mp4"], "v", tmp_path, settings, "v", whole=True)
+    assert state.frames == round(4 * 2.0 * 1.1)  # 9; the 95th percentile gives 8
+    column = encode_video(state, ["b.mp4"], tmp_path, ProblemLog(), FeatureCache(enabled=False))
+    assert column.lengths.tolist() == [8], "all 2 s of the longest clip at 4 fps"
+
+
 def test_frame_rate_is_part_of_the_cache_key(tmp_path):
     """Features decoded at one frame rate, or spread over the clip, are never reused for
     another; the key without `fps` is the one older versions wrote."""

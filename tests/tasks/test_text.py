@@ -10,10 +10,15 @@ import torch
 from torch.nn import functional as F
 
 from polymodal import Model
-from polymodal.config import Config, TargetConfig
-from polymodal.data.problems import BadInputError
+from polymodal.config import AudioSettings, Config, TargetConfig
+from polymodal.data.cache import FeatureCache
+from polymodal.data.features import encode_inputs, fit_schema
+from polymodal.data.problems import BadInputError, ProblemLog
+from polymodal.data.table import read_table
 from polymodal.fusion import Fused
+from polymodal.network import MultimodalNet
 from polymodal.tasks import TargetPrediction, fit_target, task_for
+from polymodal.tasks.text.head import TeacherForced
 from polymodal.tasks.text.metrics import word_error_rate
 from polymodal.tasks.text.tokenizer import (
     BOS_ID,
@@ -23,6 +28,8 @@ from polymodal.tasks.text.tokenizer import (
     token_ids,
     train_target_tokenizer,
 )
+from polymodal.training.batches import to_tensors
+from tests.media import TONE_WORDS, write_tones
 
 WORDS = "zero one two three four five six seven eight nine".split()
 SENTENCES = [f"a {c} {s} left of a {d}" for c in ("red", "blue") for s in WORDS[:5] for d in WORDS]
@@ -100,7 +107,7 @@ def memory(rows=4, tokens=3, dim=16, seed=0):
 
 
 def test_teacher_forced_loss_is_the_mean_over_real_tokens_of_each_tokens_loss():
-    task = task_for(text_state(label_smoothing=0.0, layers=1, heads=2))
+    task = task_for(text_state(label_smoothing=0.0, layers=1, heads=2, ctc_weight=0.0))
     torch.manual_seed(0)
     head = task.head(16, 1, 0.0).eval()
     values, known = task.encode(SENTENCES[:3] + ["a blue two"])
@@ -131,6 +138,50 @@ def test_teacher_forced_loss_is_the_mean_over_real_tokens_of_each_tokens_loss():
     )
     loss.backward()
     assert all(p.grad is not None for p in head.parameters())
+
+
+def test_ctc_loss_reads_each_timed_input_and_skips_rows_without_it():
+    """The CTC term: per target token, over each timed span's real tokens, mean over spans;
+    a row whose input is missing is left out of that span's term, and the total loss is the
+    decoder's plus `ctc_weight` × it."""
+    task = task_for(text_state(layers=1, heads=2, ctc_weight=0.5))
+    torch.manual_seed(0)
+    head = task.head(16, 1, 0.0).eval()
+    values, known = task.encode(SENTENCES[:4])
+    target, known = torch.from_numpy(values), torch.from_numpy(known)
+    spans = ((1, 25), (25, 45))
+    fused = memory(tokens=45)._replace(timed=spans)
+    mask = fused.memory_mask.clone()
+    mask[1, 20:25] = False  # a shorter first clip
+    mask[3, 25:] = False  # the second input missing
+    fused = fused._replace(memory_mask=mask)
+    out = head(fused, target)
+    assert isinstance(out, TeacherForced)
+    special = {PAD_ID, BOS_ID, EOS_ID}
+    words = [[int(t) for t in row[1:] if int(t) not in special] for row in values]
+
+    def span_loss(start, rows):
+        total, count = 0.0, 0
+        for row in rows:
+            steps = int(mask[row, start:].sum()) if start == 25 else int(mask[row, 1:25].sum())
+            scores = head.ctc(fused.memory[row : row + 1, start : start + steps])
+            total += F.ctc_loss(
+                scores.log_softmax(-1).transpose(0, 1), torch.tensor([words[row]]),
+                [steps], [len(words[row])], blank=PAD_ID, reduction="sum",
+            )  # fmt: skip
+            count += len(words[row])
+        return total / count
+
+    expected = (span_loss(1, range(4)) + span_loss(25, range(3))) / 2
+    assert float(out.ctc) == pytest.approx(float(expected), rel=1e-5)
+    changed = fused.memory.clone()
+    changed[3, 25:] += 5.0  # the missing input's tokens are not read
+    assert torch.allclose(head(fused._replace(memory=changed), target).ctc, out.ctc)
+    combined = task.loss(out, target, known)
+    assert torch.allclose(combined, task.loss(out.logits, target, known) + 0.5 * out.ctc)
+    combined.backward()
+    assert all(p.grad is not None for p in head.parameters())
+    assert not isinstance(head(fused._replace(timed=()), target), TeacherForced)
 
 
 def test_generated_outputs_decode_score_serve_and_combine():
@@ -298,3 +349,53 @@ def test_tasks_without_options_refuse_them():
         fit_target(
             pd.DataFrame({"y": labels}), TargetConfig(column="y", options={"beam": 2}), "t.csv"
         )
+
+
+def tone_phrases(folder):
+    """20 WAVs of 1 to 20 tones, their words as `text`, a `label` and a `colour` category."""
+    words = list(TONE_WORDS)
+    records = []
+    for count in range(1, 21):
+        said = [words[(count + i) % 3] for i in range(count)]
+        write_tones(folder / f"{count}.wav", [TONE_WORDS[w] for w in said], seed=count)
+        records.append(
+            {"sound": f"{count}.wav", "text": " ".join(said), "label": count % 2,
+             "colour": ["red", "blue"][count % 2]}
+        )  # fmt: skip
+    pd.DataFrame(records).to_csv(folder / "data.csv", index=False)
+    return read_table(folder / "data.csv")
+
+
+def test_a_text_target_keeps_its_audio_inputs_whole(tmp_path):
+    """Fitting for a text target keeps the longest clip whole (its last words are in the tail
+    a label's crop cuts off); the same column fitted for a label is cropped."""
+    table = tone_phrases(tmp_path)
+    rows = np.arange(len(table))
+
+    def crop(target: TargetConfig) -> int:
+        config = Config(targets=[target], inputs=["sound"])
+        return fit_schema(table, rows, config).input("sound").frames
+
+    longest = 20 * 0.4 * 16_000 / AudioSettings().hop_length
+    assert crop(TargetConfig(column="text", task="text")) >= longest
+    assert crop(TargetConfig(column="label", task="multiclass")) < longest
+
+
+def test_the_network_marks_the_audio_span_of_the_memory_for_ctc(tmp_path):
+    """Of a category and an audio input, only the audio's tokens are a timed span, and a
+    teacher-forced text head scores CTC on exactly those tokens."""
+    table = tone_phrases(tmp_path)
+    config = Config(targets=[TargetConfig(column="text", task="text")], inputs=["colour", "sound"])
+    config.model.dim, config.model.layers = 16, 1
+    schema = fit_schema(table, np.arange(len(table)), config)
+    net = MultimodalNet(schema, config.model).eval()
+    features = to_tensors(encode_inputs(schema, table, ProblemLog(), FeatureCache(enabled=False)))
+    encoded = net.encode(features)
+    fused = net.fuse_encoded(encoded)
+    colour, sound = encoded["colour"].tokens.shape[1], encoded["sound"].tokens.shape[1]
+    assert fused.timed == ((fused.readout + colour, fused.readout + colour + sound),)
+    start, end = fused.timed[0]
+    assert torch.equal(fused.memory[:, start:end], encoded["sound"].tokens)  # concat: as encoded
+    target = torch.from_numpy(net.tasks[0].encode(table.frame["text"].tolist())[0])
+    out = net.heads[0](fused, target)
+    assert isinstance(out, TeacherForced) and torch.isfinite(out.ctc) and out.ctc > 0

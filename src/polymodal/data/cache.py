@@ -22,6 +22,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ RACY_SECONDS = 2.0  # files modified more recently than this get no block
 MIN_BLOCK_FILES = 512  # smaller columns read their entries one by one, fast enough
 BLOCKS_KEPT = 64  # per settings key (`predict` writes one per chunk); older ones are removed
 MAX_BLOCK_BYTES = 2**31  # a larger column keeps only its per-file entries
+STAMP_CHUNK = 512  # files whose time stamps one thread reads per task
 
 
 def default_cache_dir() -> Path:
@@ -92,43 +94,34 @@ class FeatureCache:
         should be no block (cache off, too few files, or a file modified too recently)."""
         if not self.enabled or len(paths) < MIN_BLOCK_FILES:
             return None
-        newest = time.time_ns() - int(RACY_SECONDS * 1e9)
-        lines = [settings]
-        for path in paths:
-            try:
-                stat = os.stat(path)
-            except OSError:
-                lines.append(f"{path}\0missing")
-                continue
-            if stat.st_mtime_ns > newest:
-                return None
-            lines.append(
-                f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}"
-            )
-        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
+        stamps = file_stamps(paths)
+        if stamps[:, 1].max() > time.time_ns() - int(RACY_SECONDS * 1e9):
+            return None
+        digest = hashlib.sha256(settings.encode())
+        digest.update("\0".join(map(str, paths)).encode())
+        digest.update(stamps.tobytes())
+        return digest.hexdigest()[:32]
 
-    def _block_path(self, settings: str, fingerprint: str) -> Path:
-        return self.root / settings / "blocks" / f"{fingerprint}.npz"
+    def _block_paths(self, settings: str, fingerprint: str) -> tuple[Path, Path]:
+        """The block's index (offsets, shapes, errors) and its data, a plain .npy: numpy reads
+        it in one call, where a member of an .npz is read through zipfile's CRC check."""
+        folder = self.root / settings / "blocks"
+        return folder / f"{fingerprint}.index.npz", folder / f"{fingerprint}.data.npy"
 
     def get_block(self, settings: str, fingerprint: str) -> list[np.ndarray | str] | None:
         """Each file's array, or the reason it could not be decoded, in the order stored."""
+        index_path, data_path = self._block_paths(settings, fingerprint)
         try:
-            with np.load(self._block_path(settings, fingerprint), allow_pickle=False) as block:
-                data, offsets, shapes = block["data"], block["offsets"], block["shapes"]
-                ndims, errors = block["ndims"], block["errors"]
+            with np.load(index_path, allow_pickle=False) as index:
+                offsets, shapes = index["offsets"], index["shapes"]
+                ndims, errors = index["ndims"], index["errors"]
+            data = np.load(data_path, allow_pickle=False)
         except (OSError, ValueError, KeyError):
             return None
-        out: list[np.ndarray | str] = []
-        starts, dims = offsets.tolist(), ndims.tolist()  # Python ints: no numpy scalar per file
-        for index, (error, ndim, shape) in enumerate(
-            zip(errors.tolist(), dims, shapes.tolist(), strict=True)
-        ):
-            if ndim < 0:
-                out.append(error)
-            else:
-                out.append(data[starts[index] : starts[index + 1]].reshape(shape[:ndim]))
+        if data.shape != (int(offsets[-1]),):  # a data file from another write of this key
+            return None
         self.block_hits += 1
-        return out
+        return split_block(data, offsets, shapes, ndims, errors)
 
     def put_block(self, settings: str, fingerprint: str, items: Sequence[np.ndarray | str]) -> None:
         """Store one column's results as a block (skipped when the arrays' types differ or
@@ -147,17 +140,24 @@ class FeatureCache:
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         data = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, dtype)
         errors = np.array([i if isinstance(i, str) else "" for i in items], dtype=str)
-        path = self._block_path(settings, fingerprint)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        index_path, data_path = self._block_paths(settings, fingerprint)
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        # The data first, the index last: a block is found by its index, so a reader never
+        # meets an index without its data (and checks the data's length against it).
+        partial = data_path.with_suffix(f".{os.getpid()}.tmp")
         with partial.open("wb") as handle:
-            np.savez(handle, data=data, offsets=offsets, shapes=shapes, ndims=ndims, errors=errors)
-        os.replace(partial, path)
-        self._prune_blocks(path.parent)
+            np.save(handle, data, allow_pickle=False)
+        os.replace(partial, data_path)
+        partial = index_path.with_suffix(f".{os.getpid()}.tmp")
+        with partial.open("wb") as handle:
+            np.savez(handle, offsets=offsets, shapes=shapes, ndims=ndims, errors=errors)
+        os.replace(partial, index_path)
+        self._prune_blocks(index_path.parent)
 
     def _prune_blocks(self, folder: Path) -> None:
         """Keep the `BLOCKS_KEPT` most recently written blocks of one settings key: blocks
-        duplicate the per-file entries, and every new subset of rows would add one."""
+        duplicate the per-file entries, and every new subset of rows would add one. Blocks of
+        the older one-file format (`<key>.npz`) go too."""
 
         def written(block: Path) -> int:
             try:
@@ -165,6 +165,61 @@ class FeatureCache:
             except OSError:  # removed meanwhile by another process
                 return 0
 
-        blocks = sorted(folder.glob("*.npz"), key=written, reverse=True)
-        for stale in blocks[BLOCKS_KEPT:]:
+        indexes = sorted(folder.glob("*.index.npz"), key=written, reverse=True)
+        for stale in indexes[BLOCKS_KEPT:]:
             stale.unlink(missing_ok=True)
+            stale.with_name(stale.name.replace(".index.npz", ".data.npy")).unlink(missing_ok=True)
+        for old in folder.glob("*.npz"):
+            if not old.name.endswith(".index.npz"):
+                old.unlink(missing_ok=True)
+
+
+def file_stamps(paths: Sequence[str | Path]) -> np.ndarray:
+    """[files, 4] int64: size, modification and change times, inode; -1 for a missing file.
+
+    Two threads share the calls: each is a system call that releases the GIL, and there are
+    thousands of them for every column read back from a block."""
+    if len(paths) < 2 * STAMP_CHUNK:
+        return np.array(_stamps(paths), dtype=np.int64).reshape(-1, 4)
+    chunks = [paths[start : start + STAMP_CHUNK] for start in range(0, len(paths), STAMP_CHUNK)]
+    rows = [row for part in _stamp_threads().map(_stamps, chunks) for row in part]
+    return np.array(rows, dtype=np.int64)
+
+
+def _stamps(paths: Sequence[str | Path]) -> list[tuple[int, int, int, int]]:
+    rows = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            rows.append((-1, -1, -1, -1))
+            continue
+        rows.append((stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
+    return rows
+
+
+_THREADS: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child starts its own
+
+
+def _stamp_threads() -> ThreadPoolExecutor:
+    """This process's two threads (a pool inherited over fork has no threads left in it)."""
+    pid = os.getpid()
+    if pid not in _THREADS:
+        _THREADS[pid] = ThreadPoolExecutor(2, thread_name_prefix="polymodal-stat")
+    return _THREADS[pid]
+
+
+def split_block(
+    data: np.ndarray, offsets: np.ndarray, shapes: np.ndarray, ndims: np.ndarray, errors: np.ndarray
+) -> list[np.ndarray | str]:
+    """A block's flat data back into each file's array (views), or its error text."""
+    if len(ndims) and ndims[0] >= 0 and (ndims == ndims[0]).all() and (shapes == shapes[0]).all():
+        # every file has one shape: the files are rows of one view
+        return list(data.reshape(len(ndims), *shapes[0, : ndims[0]]))
+    bounds = offsets.tolist()  # Python ints: no numpy scalar per file
+    out: list[np.ndarray | str] = []
+    for start, end, ndim, shape, error in zip(
+        bounds[:-1], bounds[1:], ndims.tolist(), shapes.tolist(), errors.tolist(), strict=True
+    ):
+        out.append(error if ndim < 0 else data[start:end].reshape(shape[:ndim]))
+    return out

@@ -22,7 +22,7 @@ from polymodal.data.schema import resolve_inputs
 from polymodal.data.table import Table
 from polymodal.modalities import MODALITIES, modality
 from polymodal.modalities.base import EncodeContext, FitContext
-from polymodal.tasks import TargetState, fit_target
+from polymodal.tasks import TASKS, TargetState, fit_target
 
 # Every registered modality's fitted state, told apart by its `kind` (as saved in config.json).
 InputState = Annotated[
@@ -53,24 +53,31 @@ def fit_schema(table: Table, rows: np.ndarray, config: Config) -> FittedSchema:
         fit_target(train, t, table.name, table.base_dir) for t in config.targets
     ]  # first: a missing one
     kinds = resolve_inputs(table, config, [target.column for target in config.targets])
+    whole_clips = any(TASKS.get(target.task).reads_whole_clips for target in targets)
     inputs = []
     for name, kind in kinds.items():
         override = config.columns.get(name)
         source = override.source if override and override.source else name
         cells = train[source].tolist()
-        inputs.append(_fit_input(kind, cells, name, source, table, config))
+        inputs.append(_fit_input(kind, cells, name, source, table, config, whole_clips))
     return FittedSchema(inputs=inputs, targets=targets)
 
 
 def _fit_input(
-    kind: str, cells: list, name: str, source: str, table: Table, config: Config
+    kind: str,
+    cells: list,
+    name: str,
+    source: str,
+    table: Table,
+    config: Config,
+    whole_clips: bool,
 ) -> InputState:
     choice = config.model.encoder_choice(name, kind)
     pretrained = fit_pretrained(choice, name) if choice and choice.pretrained else None
     reader = modality(kind)
     if pretrained and not reader.pretrained:
         raise BadInputError(f"column '{name}': {kind} inputs have no pretrained encoders")
-    context = FitContext(table.base_dir, config.preprocess, pretrained)
+    context = FitContext(table.base_dir, config.preprocess, pretrained, whole_clips)
     return reader.fit(cells, name, source, context)
 
 

@@ -227,6 +227,8 @@ def stack_padded(
     arrays: list[np.ndarray | None], shape: tuple[int, ...], dtype: type
 ) -> np.ndarray:
     """Stack per-row arrays into one block; rows that are None stay zero (and are masked)."""
+    if arrays and all(array is not None and array.shape == shape for array in arrays):
+        return np.stack(arrays).astype(dtype, copy=False)  # in C, not a row at a time
     block = np.zeros((len(arrays), *shape), dtype=dtype)
     for index, array in enumerate(arrays):
         if array is not None:

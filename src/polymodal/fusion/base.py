@@ -7,7 +7,8 @@ combined with the weights. Heads never need to know which fusion ran.
 `memory` [batch, tokens, dim] with `memory_mask` [batch, tokens] (True where a token is real)
 keeps every input's tokens, so a decoder can cross-attend to them; its first tokens are
 always real (the fused read-out, `readout` tokens of them), so no row's memory is empty even
-with every input missing; the tokens after them are the inputs' own.
+with every input missing; the tokens after them are the inputs' own, input after input in the
+order the fusion was given their names.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class Fused(NamedTuple):
     memory: torch.Tensor  # [batch, tokens, dim]
     memory_mask: torch.Tensor  # [batch, tokens], True where a token is real
     readout: int = 1  # the memory's first tokens, always real; the inputs' tokens follow
+    # (start, end) in `memory` of each input whose tokens follow its clip's time in order
+    # (audio, video), set by `MultimodalNet.fuse_encoded`: a text head aligns words to them
+    timed: tuple[tuple[int, int], ...] = ()
 
 
 def inputs_present(fused: Fused) -> torch.Tensor:

@@ -40,11 +40,14 @@ class Widget:
 @dataclass(frozen=True)
 class FitContext:
     """Everything fitting may read besides the cells: the table's folder, the preprocessing
-    settings (`polymodal.config.PreprocessSettings`) and a pretrained encoder's state."""
+    settings (`polymodal.config.PreprocessSettings`), a pretrained encoder's state, and
+    whether a target transcribes the inputs from start to end (`whole_clips`: audio and
+    video then keep their longest clips whole instead of cropping a tail)."""
 
     base_dir: Path
     settings: Any
     pretrained: Any = None
+    whole_clips: bool = False
 
 
 @dataclass

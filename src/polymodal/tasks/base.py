@@ -159,6 +159,10 @@ class Task:
     # by its `prediction` as a data: URL; None: not a media generator. `POST /v1/generate`
     # samples the targets that set it, and the web page offers Generate when a model has one.
     generates: ClassVar[str | None] = None
+    # True: the target follows its inputs from start to end (a transcript), so fitting keeps
+    # the longest audio and video clips whole: the usual crop of their longest twentieth would
+    # cut the last words off.
+    reads_whole_clips: ClassVar[bool] = False
 
     def __init__(self, state: TargetState) -> None:
         self.state = state

@@ -69,7 +69,7 @@ class PolymodalModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_index: int) -> None:
         encoded = self.net.encode(batch["inputs"])
         # fused once for both calls when a head is also run without its target
-        fused = self.net.fusion(encoded) if self.net.teacher_forced else None
+        fused = self.net.fuse_encoded(encoded) if self.net.teacher_forced else None
         outputs = self.net.head_outputs(encoded, batch["targets"], fused)
         loss = self.combined_loss(outputs, batch["targets"])
         self.log("val_loss", loss, prog_bar=True, batch_size=self._size(batch))

@@ -33,7 +33,10 @@ class Audio(Modality):
 
     def fit(self, cells: list, column: str, source: str, context: FitContext) -> AudioState:
         settings = context.settings.audio
-        return fit_audio(cells, column, context.base_dir, settings, source, context.pretrained)
+        return fit_audio(
+            cells, column, context.base_dir, settings, source, context.pretrained,
+            whole=context.whole_clips,
+        )  # fmt: skip
 
     def encode(self, state: AudioState, cells: list, context: EncodeContext) -> Any:
         c = context

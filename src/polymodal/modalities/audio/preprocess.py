@@ -26,6 +26,7 @@ from polymodal.modalities.audio.pretrained import (
     fit_feature_extractor,
     load_feature_extractor,
 )
+from polymodal.modalities.common import crop_length
 
 FIT_SAMPLE = 128
 MAX_SECONDS = 30.0
@@ -129,11 +130,13 @@ def fit_audio(
     settings: AudioSettings,
     source: str,
     pretrained: PretrainedState | None = None,
+    whole: bool = False,
 ) -> AudioState:
-    """Crop length (95th percentile of a sample) and normalisation stats."""
+    """Crop length (`crop_length` of a sample: whole clips for a transcript) and
+    normalisation stats."""
     paths = [resolve_path(cell, base_dir) for cell in cells if not is_missing(cell)]
     if pretrained:
-        return fit_pretrained_audio(paths, column, settings, source, pretrained)
+        return fit_pretrained_audio(paths, column, settings, source, pretrained, whole)
     step = max(1, len(paths) // FIT_SAMPLE)
     features = []
     with one_torch_thread():
@@ -146,7 +149,7 @@ def fit_audio(
     if settings.max_seconds:
         frames = int(settings.max_seconds * frames_per_second)
     elif features:
-        frames = int(np.percentile([f.shape[1] for f in features], 95))
+        frames = int(crop_length([f.shape[1] for f in features], whole))
     else:
         frames = int(5 * frames_per_second)
     frames = int(min(max(frames, 8), MAX_SECONDS * frames_per_second))
@@ -203,9 +206,10 @@ def fit_pretrained_audio(
     settings: AudioSettings,
     source: str,
     pretrained: PretrainedState,
+    whole: bool = False,
 ) -> AudioState:
-    """The extractor's sample rate; waveforms cropped at the 95th percentile of a sample's
-    lengths (or `max_seconds`). The extractor normalises, so mean 0 and std 1 here."""
+    """The extractor's sample rate; waveforms cropped at `crop_length` of a sample's lengths
+    (or `max_seconds`). The extractor normalises, so mean 0 and std 1 here."""
     pretrained = fit_feature_extractor(pretrained)
     rate = int(pretrained.feature_extractor.get("sampling_rate", settings.sample_rate))
     settings = settings.model_copy(update={"sample_rate": rate})
@@ -218,7 +222,7 @@ def fit_pretrained_audio(
     if settings.max_seconds:
         samples = int(settings.max_seconds * rate)
     else:
-        samples = int(np.percentile(lengths, 95)) if lengths else 5 * rate
+        samples = int(crop_length(lengths, whole)) if lengths else 5 * rate
     samples = int(min(max(samples, rate // 10), MAX_SECONDS * rate))
     return AudioState(
         column=column, source=source, settings=settings, frames=samples, mean=0.0, std=1.0,

@@ -33,7 +33,10 @@ class Video(PixelModality):
 
     def fit(self, cells: list, column: str, source: str, context: FitContext) -> VideoState:
         settings = context.settings.video
-        return fit_video(cells, column, context.base_dir, settings, source, context.pretrained)
+        return fit_video(
+            cells, column, context.base_dir, settings, source, context.pretrained,
+            whole=context.whole_clips,
+        )  # fmt: skip
 
     def encode(self, state: VideoState, cells: list, context: EncodeContext) -> Any:
         c = context

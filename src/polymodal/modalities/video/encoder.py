@@ -24,6 +24,8 @@ class VideoEncoder(nn.Module):
     (clips read at a frame rate, padded to the crop), frames past a clip's length are masked:
     the temporal transformer does not attend to them and their tokens are not real."""
 
+    time_ordered = True  # its tokens follow the clip's time (see `Fused.timed`)
+
     def __init__(self, state: VideoState, settings: ModelSettings) -> None:
         super().__init__()
         dim = settings.dim

@@ -27,6 +27,7 @@ from polymodal.data.column import FeatureColumn, is_missing
 from polymodal.data.files import decode_file_column, resolve_path, stack_padded
 from polymodal.data.pretrained import PretrainedState
 from polymodal.data.problems import DecodeError, ProblemLog
+from polymodal.modalities.common import crop_length
 from polymodal.modalities.image.pretrained import image_normalisation
 from polymodal.modalities.video.pretrained import per_frame_tokens, video_frames
 
@@ -214,10 +215,10 @@ def clip_seconds(data: bytes) -> float:
     return last - first
 
 
-def fit_seconds(paths: list[Path], settings: VideoSettings) -> float:
-    """The crop length: `max_seconds`, else the 95th percentile of a sample of the training
-    clips' lengths (as audio fits its crop, so a sound track and its frames cover the same
-    time), at most MAX_SECONDS."""
+def fit_seconds(paths: list[Path], settings: VideoSettings, whole: bool = False) -> float:
+    """The crop length: `max_seconds`, else `crop_length` of a sample of the training clips'
+    lengths (as audio fits its crop, so a sound track and its frames cover the same time), at
+    most MAX_SECONDS."""
     if settings.max_seconds:
         return settings.max_seconds
     seconds = []
@@ -226,7 +227,7 @@ def fit_seconds(paths: list[Path], settings: VideoSettings) -> float:
             seconds.append(clip_seconds(path.read_bytes()))
         except (OSError, DecodeError):
             continue
-    fitted = float(np.percentile(seconds, 95)) if seconds else DEFAULT_SECONDS
+    fitted = crop_length(seconds, whole) if seconds else DEFAULT_SECONDS
     return min(fitted, MAX_SECONDS)
 
 
@@ -237,6 +238,7 @@ def fit_video(
     settings: VideoSettings,
     source: str,
     pretrained: PretrainedState | None = None,
+    whole: bool = False,
 ) -> VideoState:
     """Frames and size from the settings, or from the pretrained encoder (a video model reads
     a fixed number of frames; an image model reads each frame at its own size).
@@ -247,7 +249,7 @@ def fit_video(
     frames = settings.frames
     if settings.fps:
         paths = [resolve_path(cell, base_dir) for cell in cells if not is_missing(cell)]
-        frames = max(1, round(settings.fps * fit_seconds(paths, settings)))
+        frames = max(1, round(settings.fps * fit_seconds(paths, settings, whole)))
     if not pretrained:
         return VideoState(
             column=column, source=source, frames=frames, size=settings.size, fps=settings.fps

@@ -5,14 +5,20 @@ otherwise it generates, greedy or by beam search as the task's decoding settings
 returns the hypotheses packed in one float tensor so that they travel through batching and
 concatenation like any other head's output: [batch, nbest, 1 + max_length], holding each
 hypothesis' log-probability and then its token ids (0 = padding).
+
+With `ctc_weight` > 0, training also scores a CTC loss on each audio or video input's own
+tokens in the memory (hybrid CTC/attention, as ESPnet trains speech recognisers): CTC can only
+read the words in order, once each, so it teaches the memory an alignment that keeps the
+attention decoder from skipping or repeating words. Decoding stays the decoder's alone.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from polymodal.fusion.base import Fused
 from polymodal.tasks.text.decoder import TextDecoder
@@ -30,6 +36,14 @@ class Decoding(Protocol):
     pad_id: int
     bos_id: int
     eos_id: int
+    ctc_weight: float
+
+
+class TeacherForced(NamedTuple):
+    """A text head's training outputs when it also scores CTC."""
+
+    logits: torch.Tensor  # [batch, length, vocab], next-token logits for target[:, 1:]
+    ctc: torch.Tensor  # scalar: CTC loss per target token, mean over the timed inputs
 
 
 class TextHead(nn.Module):
@@ -54,11 +68,42 @@ class TextHead(nn.Module):
                 eos_id=settings.eos_id,
             )  # fmt: skip
         self.decoder = decoder
+        # CTC's blank is the padding id, which no target holds
+        self.ctc = nn.Linear(dim, vocab_size) if settings.ctc_weight > 0 else None
 
-    def forward(self, fused: Fused, target: torch.Tensor | None = None) -> torch.Tensor:
-        if target is not None:
-            return self.decoder(target[:, :-1], fused.memory, fused.memory_mask)
-        return self.generate(fused.memory, fused.memory_mask)
+    def forward(
+        self, fused: Fused, target: torch.Tensor | None = None
+    ) -> torch.Tensor | TeacherForced:
+        if target is None:
+            return self.generate(fused.memory, fused.memory_mask)
+        logits = self.decoder(target[:, :-1], fused.memory, fused.memory_mask)
+        if self.ctc is None or not fused.timed:
+            return logits
+        return TeacherForced(logits, self.ctc_loss(fused, target))
+
+    def ctc_loss(self, fused: Fused, target: torch.Tensor) -> torch.Tensor:
+        """CTC loss per target token of each timed input's tokens, averaged over the inputs.
+        Rows where the input is missing, or whose text is unknown or empty, are left out."""
+        settings = self.settings
+        labels = target[:, 1:].long()
+        special = torch.tensor([settings.pad_id, settings.bos_id, settings.eos_id])
+        real = ~torch.isin(labels, special.to(labels.device))
+        lengths = real.sum(dim=1)
+        losses = []
+        for start, end in fused.timed:
+            steps = fused.memory_mask[:, start:end].sum(dim=1)
+            rows = (steps > 0) & (lengths > 0)
+            if not rows.any():
+                continue
+            scores = self.ctc(fused.memory[rows, start:end]).float().log_softmax(dim=-1)
+            total = F.ctc_loss(
+                scores.transpose(0, 1), labels[rows][real[rows]], steps[rows], lengths[rows],
+                blank=settings.pad_id, reduction="sum", zero_infinity=True,
+            )  # fmt: skip
+            losses.append(total / lengths[rows].sum())
+        if not losses:
+            return fused.memory.new_zeros((), dtype=torch.float32)
+        return torch.stack(losses).mean()
 
     def generate(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         settings = self.settings

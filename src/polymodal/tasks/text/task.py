@@ -29,7 +29,7 @@ from polymodal.tasks.base import (
     nearly_unique,
     register_task,
 )
-from polymodal.tasks.text.head import TextHead
+from polymodal.tasks.text.head import TeacherForced, TextHead
 from polymodal.tasks.text.metrics import METRIC_DIRECTIONS, text_metrics, word_error_rate
 from polymodal.tasks.text.pretrained import (
     DecoderMode,
@@ -87,6 +87,13 @@ class TextOptions(Strict):
         0.1, gt=0, description="pretrained decoder: its own weights learn at lr × this"
     )
     decoder_lora_rank: int = Field(8, ge=1, description="pretrained decoder, lora: adapter rank")
+    ctc_weight: float = Field(
+        0.3,
+        ge=0,
+        description="weight of a CTC loss on each audio or video input's tokens, added to the "
+        "decoder's while training (hybrid CTC/attention: transcripts skip and repeat fewer "
+        "words); 0: none",
+    )
 
     @model_validator(mode="after")
     def _nbest_within_beam(self) -> TextOptions:
@@ -98,6 +105,7 @@ class TextOptions(Strict):
 class FittedText(TextOptions):
     max_length: int
     vocabulary: str  # the tokenizer's own JSON
+    ctc_weight: float = 0.0  # models saved before CTC have no CTC layer (new fits set it)
     pad_id: int = PAD_ID
     bos_id: int = BOS_ID
     eos_id: int = EOS_ID
@@ -129,6 +137,7 @@ class TextTask(Task):
     writes_text = True
     takes_options = True
     decoding = DECODING
+    reads_whole_clips = True
 
     def __init__(self, state: TargetState) -> None:
         super().__init__(state)
@@ -221,7 +230,10 @@ class TextTask(Task):
         self, outputs: torch.Tensor, target: torch.Tensor, known: torch.Tensor
     ) -> torch.Tensor:
         """Label-smoothed cross-entropy per token, averaged over the real tokens of rows with
-        a known text (teacher forcing: `outputs` are the logits for target[:, 1:])."""
+        a known text (teacher forcing: `outputs` are the logits for target[:, 1:]), plus
+        `ctc_weight` × the head's CTC loss when it scored one."""
+        if isinstance(outputs, TeacherForced):
+            return self.loss(outputs.logits, target, known) + self.text.ctc_weight * outputs.ctc
         pad = self.text.pad_id
         labels = target[:, 1:].long().masked_fill(~known.bool()[:, None], pad)
         total = F.cross_entropy(
