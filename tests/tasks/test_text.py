@@ -385,7 +385,8 @@ def test_the_network_marks_the_audio_span_of_the_memory_for_ctc(tmp_path):
     """Of a category and an audio input, only the audio's tokens are a timed span, and a
     teacher-forced text head scores CTC on exactly those tokens."""
     table = tone_phrases(tmp_path)
-    config = Config(targets=[TargetConfig(column="text", task="text")], inputs=["colour", "sound"])
+    target = TargetConfig(column="text", task="text", options={"ctc_weight": 0.3})
+    config = Config(targets=[target], inputs=["colour", "sound"])
     config.model.dim, config.model.layers = 16, 1
     schema = fit_schema(table, np.arange(len(table)), config)
     net = MultimodalNet(schema, config.model).eval()

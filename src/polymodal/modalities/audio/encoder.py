@@ -15,8 +15,9 @@ DOWNSAMPLE = 8  # three stride-2 stages
 
 @ENCODERS.register("audio_cnn", modality="audio", default=True)
 class AudioCNN(nn.Module):
-    time_ordered = True  # its tokens follow the clip's time (see `Fused.timed`)
     """[batch, mels, frames] → [batch, ceil(frames / 8), dim]."""
+
+    time_ordered = True  # its tokens follow the clip's time (see `Fused.timed`)
 
     def __init__(self, state: AudioState, settings: ModelSettings) -> None:
         super().__init__()

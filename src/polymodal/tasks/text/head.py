@@ -8,8 +8,8 @@ hypothesis' log-probability and then its token ids (0 = padding).
 
 With `ctc_weight` > 0, training also scores a CTC loss on each audio or video input's own
 tokens in the memory (hybrid CTC/attention, as ESPnet trains speech recognisers): CTC can only
-read the words in order, once each, so it teaches the memory an alignment that keeps the
-attention decoder from skipping or repeating words. Decoding stays the decoder's alone.
+read the words in order, once each, which is meant to teach the memory an alignment that keeps
+the attention decoder from skipping or repeating words. Decoding stays the decoder's alone.
 """
 
 from __future__ import annotations
