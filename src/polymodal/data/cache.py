@@ -22,7 +22,6 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,6 @@ RACY_SECONDS = 2.0  # files modified more recently than this get no block
 MIN_BLOCK_FILES = 512  # smaller columns read their entries one by one, fast enough
 BLOCKS_KEPT = 64  # per settings key (`predict` writes one per chunk); older ones are removed
 MAX_BLOCK_BYTES = 2**31  # a larger column keeps only its per-file entries
-STAMP_CHUNK = 512  # files whose time stamps one thread reads per task
 
 
 def default_cache_dir() -> Path:
@@ -176,17 +174,7 @@ class FeatureCache:
 
 def file_stamps(paths: Sequence[str | Path]) -> np.ndarray:
     """[files, 4] int64: size, modification and change times, inode; -1 for a missing file.
-
-    Two threads share the calls: each is a system call that releases the GIL, and there are
-    thousands of them for every column read back from a block."""
-    if len(paths) < 2 * STAMP_CHUNK:
-        return np.array(_stamps(paths), dtype=np.int64).reshape(-1, 4)
-    chunks = [paths[start : start + STAMP_CHUNK] for start in range(0, len(paths), STAMP_CHUNK)]
-    rows = [row for part in _stamp_threads().map(_stamps, chunks) for row in part]
-    return np.array(rows, dtype=np.int64)
-
-
-def _stamps(paths: Sequence[str | Path]) -> list[tuple[int, int, int, int]]:
+    (Reading them in two threads was slower: each call holds the GIL for most of its time.)"""
     rows = []
     for path in paths:
         try:
@@ -195,18 +183,7 @@ def _stamps(paths: Sequence[str | Path]) -> list[tuple[int, int, int, int]]:
             rows.append((-1, -1, -1, -1))
             continue
         rows.append((stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
-    return rows
-
-
-_THREADS: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child starts its own
-
-
-def _stamp_threads() -> ThreadPoolExecutor:
-    """This process's two threads (a pool inherited over fork has no threads left in it)."""
-    pid = os.getpid()
-    if pid not in _THREADS:
-        _THREADS[pid] = ThreadPoolExecutor(2, thread_name_prefix="polymodal-stat")
-    return _THREADS[pid]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
 
 
 def split_block(

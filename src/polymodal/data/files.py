@@ -19,7 +19,7 @@ import numpy as np
 
 from polymodal.config import ConfigError
 from polymodal.data.cache import FeatureCache, content_key, settings_key
-from polymodal.data.column import is_missing
+from polymodal.data.column import is_missing, one_torch_thread
 from polymodal.data.problems import DecodeError, ProblemLog
 from polymodal.progress import progress_bar
 
@@ -168,21 +168,6 @@ def decode_each(
 
 
 _WORK: tuple[Decoder, str, FeatureCache] | None = None
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Decoders' tensor work (a spectrogram's small FFTs) on one thread: spread over two it
-    took 0.6 ms a file alone and 17 ms with the other core busy (threads waiting for each
-    other), measured on this project's 2-core machine."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _start_worker() -> None:
