@@ -105,7 +105,6 @@ class TextOptions(Strict):
 class FittedText(TextOptions):
     max_length: int
     vocabulary: str  # the tokenizer's own JSON
-    ctc_weight: float = 0.0  # models saved before CTC have no CTC layer
     pad_id: int = PAD_ID
     bos_id: int = BOS_ID
     eos_id: int = EOS_ID
