@@ -36,7 +36,6 @@ class Decoding(Protocol):
     pad_id: int
     bos_id: int
     eos_id: int
-    ctc_weight: float
 
 
 class TeacherForced(NamedTuple):
@@ -68,8 +67,10 @@ class TextHead(nn.Module):
                 eos_id=settings.eos_id,
             )  # fmt: skip
         self.decoder = decoder
-        # CTC's blank is the padding id, which no target holds
-        self.ctc = nn.Linear(dim, vocab_size) if settings.ctc_weight > 0 else None
+        # CTC's blank is the padding id, which no target holds; a music head's settings (which
+        # reuse this head) have no CTC weight
+        ctc_weight = getattr(settings, "ctc_weight", 0.0)
+        self.ctc = nn.Linear(dim, vocab_size) if ctc_weight > 0 else None
 
     def forward(
         self, fused: Fused, target: torch.Tensor | None = None
