@@ -55,9 +55,11 @@ class TextHead(nn.Module):
         heads: int,
         dropout: float,
         decoder: nn.Module | None = None,
+        ctc_weight: float = 0.0,
     ) -> None:
         """`decoder`: one with `TextDecoder`'s interface to use instead of building ours
-        (a pretrained one: polymodal.tasks.text.pretrained.PretrainedDecoder)."""
+        (a pretrained one: polymodal.tasks.text.pretrained.PretrainedDecoder); `ctc_weight`
+        > 0: training also scores CTC on the timed inputs (the module docstring)."""
         super().__init__()
         self.settings = settings
         if decoder is None:
@@ -67,9 +69,7 @@ class TextHead(nn.Module):
                 eos_id=settings.eos_id,
             )  # fmt: skip
         self.decoder = decoder
-        # CTC's blank is the padding id, which no target holds; a music head's settings (which
-        # reuse this head) have no CTC weight
-        ctc_weight = getattr(settings, "ctc_weight", 0.0)
+        # CTC's blank is the padding id, which no target holds
         self.ctc = nn.Linear(dim, vocab_size) if ctc_weight > 0 else None
 
     def forward(

@@ -222,8 +222,9 @@ class TextTask(Task):
                 dropout=dropout,
             )  # fmt: skip
         return TextHead(
-            self.text, self.outputs, dim, self.text.layers, self.text.heads, dropout, decoder
-        )
+            self.text, self.outputs, dim, self.text.layers, self.text.heads, dropout, decoder,
+            ctc_weight=self.text.ctc_weight,
+        )  # fmt: skip
 
     def loss(
         self, outputs: torch.Tensor, target: torch.Tensor, known: torch.Tensor
