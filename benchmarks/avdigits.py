@@ -42,6 +42,7 @@ def config(inputs: list[str], args: argparse.Namespace) -> Config:
             "inputs": inputs,
             "columns": {"audio": {"kind": "audio"}, "video": {"kind": "video"}},
             "preprocess": {"video": {"fps": args.fps, "size": args.size}},
+            "model": {"encoders": {"audio": args.audio_encoder}},
             "train": {
                 "max_epochs": args.epochs,
                 "patience": args.patience,
@@ -154,6 +155,9 @@ def main() -> None:
     )
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--size", type=int, default=32)
+    parser.add_argument(
+        "--audio-encoder", default="audio_cnn", help="audio_cnn_fine: a token per 40 ms, not 80"
+    )
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None, help="per model's training")

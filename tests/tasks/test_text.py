@@ -116,11 +116,11 @@ def test_teacher_forced_loss_is_the_mean_over_real_tokens_of_each_tokens_loss():
     fused = memory()
     logits = head(fused, target)
     loss = task.loss(logits, target, known)
-    # the same sum, token by token, from the decoder's own cached steps
-    decoder = head.decoder
+    # the same sum, token by token, from the decoder's own cached steps over the memory
+    decoder, memory_read = head.decoder, head.in_context(fused).memory
     total, count = 0.0, 0
     for row in range(4):
-        cache = decoder.start(fused.memory[row : row + 1], fused.memory_mask[row : row + 1])
+        cache = decoder.start(memory_read[row : row + 1], fused.memory_mask[row : row + 1])
         for position in range(target.shape[1] - 1):
             if target[row, position + 1] == PAD_ID:
                 break
@@ -160,11 +160,13 @@ def test_ctc_loss_reads_each_timed_input_and_skips_rows_without_it():
     special = {PAD_ID, BOS_ID, EOS_ID}
     words = [[int(t) for t in row[1:] if int(t) not in special] for row in values]
 
+    memory_read = head.in_context(fused).memory
+
     def span_loss(start, rows):
         total, count = 0.0, 0
         for row in rows:
             steps = int(mask[row, start:].sum()) if start == 25 else int(mask[row, 1:25].sum())
-            scores = head.ctc(fused.memory[row : row + 1, start : start + steps])
+            scores = head.ctc(memory_read[row : row + 1, start : start + steps])
             total += F.ctc_loss(
                 scores.log_softmax(-1).transpose(0, 1), torch.tensor([words[row]]),
                 [steps], [len(words[row])], blank=PAD_ID, reduction="sum",
@@ -182,6 +184,40 @@ def test_ctc_loss_reads_each_timed_input_and_skips_rows_without_it():
     combined.backward()
     assert all(p.grad is not None for p in head.parameters())
     assert not isinstance(head(fused._replace(timed=()), target), TeacherForced)
+
+
+@pytest.mark.parametrize("memory_layers", [0, 2])
+def test_masked_memory_changes_no_output_through_the_memory_encoder(memory_layers):
+    """The memory encoder lets tokens read each other, but never a masked one: a missing
+    input's tokens change neither logits nor generated texts; a real token changes its row."""
+    task = task_for(text_state(layers=1, heads=2, memory_layers=memory_layers))
+    torch.manual_seed(0)
+    head = task.head(16, 1, 0.0).eval()
+    assert (head.memory_encoder is None) == (memory_layers == 0)
+    target = torch.from_numpy(task.encode(SENTENCES[:4])[0])
+    fused = memory(tokens=12)
+    mask = fused.memory_mask.clone()
+    mask[1, 6:] = False
+    fused = fused._replace(memory_mask=mask)
+    noise = fused.memory.clone()
+    noise[~mask] = torch.randn(int((~mask).sum()), 16) * 100
+    with torch.no_grad():
+        logits = head(fused, target)
+        assert torch.equal(logits, head(fused._replace(memory=noise), target))
+        assert torch.equal(head(fused), head(fused._replace(memory=noise)))
+        real = fused.memory.clone()
+        real[1, 2] += 3.0
+        changed = head(fused._replace(memory=real), target)
+        assert not torch.allclose(changed[1], logits[1]) and torch.equal(changed[0], logits[0])
+
+
+def test_text_models_saved_before_the_memory_encoder_load_without_one():
+    state = text_state(layers=1, heads=2)
+    assert task_for(state).text.memory_layers == 2  # the default for new models
+    options = {k: v for k, v in state.options.items() if k != "memory_layers"}
+    old = state.model_copy(update={"options": options})
+    assert task_for(old).text.memory_layers == 0
+    assert task_for(old).head(16, 1, 0.0).memory_encoder is None
 
 
 def test_generated_outputs_decode_score_serve_and_combine():

@@ -21,6 +21,7 @@ from polymodal.config import ConfigError
 from polymodal.data.cache import FeatureCache, content_key, settings_key
 from polymodal.data.column import is_missing, one_torch_thread
 from polymodal.data.problems import DecodeError, ProblemLog
+from polymodal.machine import usable_cores
 from polymodal.progress import progress_bar
 
 Decoder = Callable[[Path, bytes], np.ndarray]
@@ -126,7 +127,7 @@ def decoding_workers(count: int | None) -> Iterator[None]:
 
 def decode_workers() -> int:
     """The count chosen by `decoding_workers`, else $POLYMODAL_WORKERS, else the number of
-    cores this process may run on."""
+    cores this process may run on (a container's CPU limit included)."""
     chosen = _CHOSEN_WORKERS.get()
     if chosen is not None:
         return max(1, chosen)
@@ -137,9 +138,7 @@ def decode_workers() -> int:
                 f"POLYMODAL_WORKERS must be a whole number of processes, not {given!r}"
             )
         return max(1, int(given))
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return usable_cores()
 
 
 def decode_each(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from torch.utils.data import DataLoader
 
 from polymodal.config import TrainSettings
+from polymodal.machine import fit_torch_threads_to_cores, usable_cores
 from polymodal.network import MultimodalNet
 from polymodal.progress import progress_enabled
 from polymodal.terminal import quiet_lightning
@@ -104,12 +104,15 @@ def trainer_precision(setting: str) -> str:
 
 
 def share_cores(settings: TrainSettings) -> None:
-    """Processes training on one machine's CPU split its cores: each with all of them would
-    run twice as many threads as cores, and spend the time waiting for each other. A process
-    started by a `Launcher` (Ray Train) keeps the threads its launcher gave it."""
-    if external_launcher() is None and settings.devices > 1 and not torch.cuda.is_available():
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        torch.set_num_threads(max(1, (cores or 1) // settings.devices))
+    """No more torch threads than usable cores (a container's CPU limit counts), and processes
+    training on one machine's CPU split them: each with all of them would run twice as many
+    threads as cores, and spend the time waiting for each other. A process started by a
+    `Launcher` (Ray Train) keeps the threads its launcher gave it."""
+    if external_launcher() is not None:
+        return
+    fit_torch_threads_to_cores()
+    if settings.devices > 1 and not torch.cuda.is_available():
+        torch.set_num_threads(max(1, usable_cores() // settings.devices))
 
 
 def processes_of(settings: TrainSettings) -> dict:

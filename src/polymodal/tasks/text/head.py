@@ -10,6 +10,12 @@ With `ctc_weight` > 0, training also scores a CTC loss on each audio or video in
 tokens in the memory (hybrid CTC/attention, as ESPnet trains speech recognisers): CTC can only
 read the words in order, once each, which is meant to teach the memory an alignment that keeps
 the attention decoder from skipping or repeating words. Decoding stays the decoder's alone.
+
+With `memory_layers` > 0, a transformer encoder runs over the fused memory first, as in any
+encoder-decoder: an encoder's tokens each see only their own stretch of input (a CNN's
+receptive field), so without it nothing in the memory tells the second of two identical spoken
+words from the first, and the decoder drops or repeats one; it also lets each input's tokens
+read the others' (the sound's from the picture's) before the decoder does.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from polymodal.encoders.base import run_transformer, transformer
 from polymodal.fusion.base import Fused
 from polymodal.tasks.text.decoder import TextDecoder
 from polymodal.tasks.text.search import beam_search, greedy
@@ -56,10 +63,12 @@ class TextHead(nn.Module):
         dropout: float,
         decoder: nn.Module | None = None,
         ctc_weight: float = 0.0,
+        memory_layers: int = 0,
     ) -> None:
         """`decoder`: one with `TextDecoder`'s interface to use instead of building ours
         (a pretrained one: polymodal.tasks.text.pretrained.PretrainedDecoder); `ctc_weight`
-        > 0: training also scores CTC on the timed inputs (the module docstring)."""
+        > 0: training also scores CTC on the timed inputs; `memory_layers`: encoder layers
+        over the memory before decoding (both in the module docstring)."""
         super().__init__()
         self.settings = settings
         if decoder is None:
@@ -71,16 +80,29 @@ class TextHead(nn.Module):
         self.decoder = decoder
         # CTC's blank is the padding id, which no target holds
         self.ctc = nn.Linear(dim, vocab_size) if ctc_weight > 0 else None
+        self.memory_encoder = None
+        if memory_layers:  # pre-norm layers, so the stream they return is normed at the end
+            self.memory_encoder = transformer(dim, memory_layers, heads, dropout)
+            self.memory_norm = nn.LayerNorm(dim)
 
     def forward(
         self, fused: Fused, target: torch.Tensor | None = None
     ) -> torch.Tensor | TeacherForced:
+        fused = self.in_context(fused)
         if target is None:
             return self.generate(fused.memory, fused.memory_mask)
         logits = self.decoder(target[:, :-1], fused.memory, fused.memory_mask)
         if self.ctc is None or not fused.timed:
             return logits
         return TeacherForced(logits, self.ctc_loss(fused, target))
+
+    def in_context(self, fused: Fused) -> Fused:
+        """The fused memory after the memory encoder, masks and spans unchanged (masked tokens
+        are neither read nor, downstream, attended to)."""
+        if self.memory_encoder is None:
+            return fused
+        memory = run_transformer(self.memory_encoder, fused.memory, fused.memory_mask)
+        return fused._replace(memory=self.memory_norm(memory))
 
     def ctc_loss(self, fused: Fused, target: torch.Tensor) -> torch.Tensor:
         """CTC loss per target token of each timed input's tokens, averaged over the inputs.

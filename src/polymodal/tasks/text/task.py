@@ -65,6 +65,13 @@ class TextOptions(Strict):
     )
     layers: int = Field(2, ge=1, description="decoder layers")
     heads: int = Field(4, ge=1, description="decoder attention heads")
+    memory_layers: int = Field(
+        2,
+        ge=0,
+        description="transformer layers over the fused inputs' tokens before the decoder reads "
+        "them, so each token sees its neighbours and the other inputs (two identical spoken words "
+        "stay two); 0: the decoder reads the encoders' tokens as they are",
+    )
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     beam: int = Field(1, ge=1, description="beam width; 1: greedy")
     length_penalty: float = Field(1.0, description="beam score = log p / length ** this")
@@ -104,6 +111,7 @@ class TextOptions(Strict):
 
 class FittedText(TextOptions):
     max_length: int
+    memory_layers: int = 0  # models saved before the memory encoder existed have none
     vocabulary: str  # the tokenizer's own JSON
     pad_id: int = PAD_ID
     bos_id: int = BOS_ID
@@ -223,7 +231,7 @@ class TextTask(Task):
             )  # fmt: skip
         return TextHead(
             self.text, self.outputs, dim, self.text.layers, self.text.heads, dropout, decoder,
-            ctc_weight=self.text.ctc_weight,
+            ctc_weight=self.text.ctc_weight, memory_layers=self.text.memory_layers,
         )  # fmt: skip
 
     def loss(

@@ -1,0 +1,63 @@
+"""Cores a process may use: the affinity mask, capped by a container's CPU quota."""
+
+import os
+
+import pytest
+import torch
+
+from polymodal import machine
+
+
+def cgroup_v2(tmp_path, line: str):
+    (tmp_path / "cpu.max").write_text(line + "\n")
+    return tmp_path
+
+
+def cgroup_v1(tmp_path, quota_us: int, period_us: int = 100000):
+    folder = tmp_path / "cpu"
+    folder.mkdir()
+    (folder / "cpu.cfs_quota_us").write_text(f"{quota_us}\n")
+    (folder / "cpu.cfs_period_us").write_text(f"{period_us}\n")
+    return tmp_path
+
+
+def affinity() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("line", "quota"), [("200000 100000", 2.0), ("150000 100000", 1.5), ("max 100000", None)]
+)
+def test_cgroup_v2_quota(tmp_path, line, quota):
+    assert machine.cpu_quota(cgroup_v2(tmp_path, line)) == quota
+
+
+@pytest.mark.parametrize(("quota_us", "quota"), [(50000, 0.5), (-1, None)])
+def test_cgroup_v1_quota(tmp_path, quota_us, quota):
+    assert machine.cpu_quota(cgroup_v1(tmp_path, quota_us)) == quota
+
+
+def test_no_cgroup_files_is_no_limit(tmp_path):
+    assert machine.cpu_quota(tmp_path) is None
+    assert machine.usable_cores(tmp_path) == affinity()
+
+
+def test_a_quota_below_the_cores_caps_them_rounding_up(tmp_path):
+    assert machine.usable_cores(cgroup_v2(tmp_path, "50000 100000")) == 1
+    assert machine.usable_cores(cgroup_v2(tmp_path, f"{affinity() * 400000} 100000")) == affinity()
+    if affinity() >= 2:
+        assert machine.usable_cores(cgroup_v2(tmp_path, "150000 100000")) == 2
+
+
+def test_torch_threads_are_lowered_to_the_cores_never_raised(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+        machine.fit_torch_threads_to_cores()
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        machine.fit_torch_threads_to_cores()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
