@@ -35,10 +35,18 @@ DATA = ROOT / "benchmarks" / "data" / "avdigits"
 SETUPS = {"audio": ["audio"], "video": ["video"], "audio+video": ["audio", "video"]}
 
 
+def text_options(args: argparse.Namespace) -> dict:
+    """The text target's options: a 2-layer decoder, and the memory encoder's depth if given."""
+    options = {"layers": 2}
+    if args.memory_layers is not None:
+        options["memory_layers"] = args.memory_layers
+    return options
+
+
 def config(inputs: list[str], args: argparse.Namespace) -> Config:
     return Config.model_validate(
         {
-            "targets": [{"column": "text", "task": "text", "options": {"layers": 2}}],
+            "targets": [{"column": "text", "task": "text", "options": text_options(args)}],
             "inputs": inputs,
             "columns": {"audio": {"kind": "audio"}, "video": {"kind": "video"}},
             "preprocess": {"video": {"fps": args.fps, "size": args.size}},
@@ -157,6 +165,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument(
         "--audio-encoder", default="audio_cnn", help="audio_cnn_fine: a token per 40 ms, not 80"
+    )
+    parser.add_argument(
+        "--memory-layers", type=int, default=None, help="the text target's; default: its default"
     )
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
