@@ -69,8 +69,8 @@ class TextOptions(Strict):
         2,
         ge=0,
         description="transformer layers over the fused inputs' tokens before the decoder reads "
-        "them, so each token sees its neighbours and the other inputs (two identical spoken words "
-        "stay two); 0: the decoder reads the encoders' tokens as they are",
+        "them, so each token sees its neighbours and the other inputs; 0: the decoder reads the "
+        "encoders' tokens as they are",
     )
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     beam: int = Field(1, ge=1, description="beam width; 1: greedy")
