@@ -213,7 +213,7 @@ def test_masked_memory_changes_no_output_through_the_memory_encoder(memory_layer
 
 def test_text_models_saved_before_the_memory_encoder_load_without_one():
     state = text_state(layers=1, heads=2)
-    assert task_for(state).text.memory_layers == 2  # the default for new models
+    assert task_for(state).text.memory_layers == 1  # the default for new models
     options = {k: v for k, v in state.options.items() if k != "memory_layers"}
     old = state.model_copy(update={"options": options})
     assert task_for(old).text.memory_layers == 0

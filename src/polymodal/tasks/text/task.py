@@ -66,7 +66,7 @@ class TextOptions(Strict):
     layers: int = Field(2, ge=1, description="decoder layers")
     heads: int = Field(4, ge=1, description="decoder attention heads")
     memory_layers: int = Field(
-        2,
+        1,
         ge=0,
         description="transformer layers over the fused inputs' tokens before the decoder reads "
         "them, so each token sees its neighbours and the other inputs; 0: the decoder reads the "
