@@ -14,8 +14,8 @@ the attention decoder from skipping or repeating words. Decoding stays the decod
 With `memory_layers` > 0, a transformer encoder runs over the fused memory first, as in any
 encoder-decoder: an encoder's tokens each see only their own stretch of input (a CNN's
 receptive field); these layers let each token read its neighbours and the other inputs' tokens
-(the sound's from the picture's) before the decoder does. On the spoken digits it cut the
-audio-only WER in noise by a fifth or more, not the clean one (BENCHMARKS.md).
+(the sound's from the picture's) before the decoder does. On the spoken digits one layer took
+the audio-only WER from 0.050 to 0.031 clean and 0.082 to 0.068 at white 0 dB (BENCHMARKS.md).
 """
 
 from __future__ import annotations
