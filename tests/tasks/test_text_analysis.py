@@ -37,7 +37,15 @@ CONFIG = {
     "targets": [{"column": "caption", "task": "text", "options": {"layers": 1}}],
     "inputs": ["colour", "note"],
     "columns": {"note": {"kind": "text"}},
-    "train": {"max_epochs": 12, "batch_size": 32, "lr": 5e-3, "patience": 50},
+    # Shapley values by masking presume a model that learned what a missing input means: with
+    # no modality dropout, one input alone gave WER 1.1, worse than none, on some CPUs and seeds
+    "train": {
+        "max_epochs": 30,
+        "batch_size": 32,
+        "lr": 5e-3,
+        "patience": 50,
+        "modality_dropout": 0.25,
+    },
 }
 
 
