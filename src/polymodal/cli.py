@@ -760,8 +760,9 @@ def search(
     explain_top: Annotated[int, typer.Option(min=1, help="hits explained with --explain")] = 3,
 ) -> None:
     """The rows of an index nearest to a query: a text or a file, embedded by the model that
-    made the index. `--explain DIR` draws, for an image index, which regions of each top hit
-    make it similar to the query (Integrated Gradients of the score)."""
+    made the index. `--explain DIR` draws, for an index of images, recordings or clips,
+    which regions of each top hit make it similar to the query (Integrated Gradients of the
+    score)."""
     from polymodal.data.problems import BadInputError
     from polymodal.search.embeddings import hit_records, search_index
 
@@ -770,11 +771,12 @@ def search(
     if len(queries) != 1:
         raise BadInputError("give exactly one query: --text, --image, --audio or --video")
     result = search_index(db, *queries[0], k=k, where=where, query_column=query_column)
-    if result.query_column != result.source.column:
+    pair = {result.query_column, result.source.column}
+    if len(pair) > 1 and not any(pair <= task.shared_space() for task in result.model.net_.tasks):
         console.print(
             f"[yellow]note:[/] the index holds vectors of {result.source.column!r}; the query "
-            f"went through {result.query_column!r}, and only a `match` task (not built yet) "
-            "trains inputs to agree across modalities"
+            f"went through {result.query_column!r}, and no target of this model trains the two "
+            f"to agree (train one with --match {'='.join(sorted(pair))})"
         )
     records = hit_records(result.hits)
     if explain is not None:

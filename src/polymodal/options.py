@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,12 +19,7 @@ import typer
 from pydantic import ValidationError
 
 from polymodal.config import Config, ConfigError, TargetConfig, load_config
-from polymodal.presets import (
-    add_preset,
-    apply_encoder_options,
-    set_gradient_checkpointing,
-    split_option,
-)
+from polymodal.presets import add_preset, apply_encoder_options, set_gradient_checkpointing
 
 
 def split_list(value: str | None) -> list[str] | None:
@@ -38,55 +34,22 @@ def set_targets(config: Config, value: str) -> None:
     config.targets = [known.get(name) or TargetConfig(column=name) for name in names]
 
 
-def set_decoders(config: Config, values: list[str]) -> None:
-    """`--decoder caption=hf:gpt2`: the named target is text, written by that pretrained
-    decoder (a hub name or a saved folder)."""
-    targets = {target.column: target for target in config.targets}
-    for option in values:
-        column, source = split_option(option, "--decoder", "caption=hf:gpt2")
-        target = targets.get(column)
-        if target is None:
-            raise ConfigError(f"--decoder {option}: '{column}' is not a target (see --target)")
-        target.task = target.task or "text"  # another task refuses the option when fitted
-        target.options["decoder"] = source
-
-
-def add_match(config: Config, value: str) -> None:
-    """`--match image=caption[=audio]`: a match target over those columns (the `match` task
-    checks them when fitted); it replaces a match target the config named."""
-    columns = [part.strip() for part in value.split("=") if part.strip()]
-    if len(columns) < 2:
-        raise ConfigError(
-            f"--match {value}: name two or more columns joined by '=', e.g. image=caption"
-        )
-    others = [target for target in config.targets if target.task != "match"]
-    match = TargetConfig(column="=".join(columns), task="match", options={"columns": columns})
-    config.targets = [*others, match]
-
-
-def set_match_option(key: str) -> Callable[[Config, Any], None]:
-    """`--positive-by` / `--anchor`: a setting of the match target, which must be named."""
-
-    def edit(config: Config, value: Any) -> None:
-        matches = [target for target in config.targets if target.task == "match"]
-        if not matches:
-            raise ConfigError(f"{flag(key)} {value}: only with --match (or a match target)")
-        for target in matches:
-            target.options[key] = value
-
-    return edit
-
-
 @dataclass(frozen=True)
 class ConfigOption:
     """Where one option lands: `path` is the dotted `Config` field; `edit`, when given,
-    changes that field in place instead of replacing it (the encoder options add to a dict)."""
+    changes that field in place instead of replacing it (the encoder options add to a dict).
+    An `edit` given as "module:function" is imported when the option is used: a task's
+    options live in its own module, which imports torch, and `polymodal --help` should not."""
 
     path: str
     parse: Callable[[Any], Any] = lambda value: value
-    edit: Callable[[Config, Any], None] | None = None
+    edit: Callable[[Config, Any], None] | str | None = None
 
     def apply(self, config: Config, value: Any) -> None:
+        if isinstance(self.edit, str):
+            module, _, function = self.edit.partition(":")
+            getattr(import_module(module), function)(config, value)
+            return
         if self.edit is not None:
             self.edit(config, value)
             return
@@ -101,10 +64,11 @@ class ConfigOption:
 # apply in this order: named encoders, the preset for kinds still unset, then modes.
 CONFIG_OPTIONS: dict[str, ConfigOption] = {
     "target": ConfigOption("targets", edit=set_targets),
-    "decoder": ConfigOption("targets", edit=set_decoders),  # after the targets are named
-    "match": ConfigOption("targets", edit=add_match),
-    "positive_by": ConfigOption("targets", edit=set_match_option("positive_by")),
-    "anchor": ConfigOption("targets", edit=set_match_option("anchor")),
+    # a task's own options live in its home, imported only when given (tasks bring torch)
+    "decoder": ConfigOption("targets", edit="polymodal.tasks.text.cli:set_decoders"),
+    "match": ConfigOption("targets", edit="polymodal.tasks.match.cli:add_match"),
+    "positive_by": ConfigOption("targets", edit="polymodal.tasks.match.cli:set_positive_by"),
+    "anchor": ConfigOption("targets", edit="polymodal.tasks.match.cli:set_anchor"),
     "inputs": ConfigOption("inputs", parse=split_list),
     "fusion": ConfigOption("model.fusion"),
     "epochs": ConfigOption("train.max_epochs"),

@@ -1,4 +1,5 @@
-"""Why a search hit is like its query: IG of the similarity score over the image's pixels."""
+"""Why a search hit is like its query: IG of the similarity score over the stored input's
+values (an image's pixels, a recording's spectrogram)."""
 
 import numpy as np
 import pandas as pd
@@ -132,10 +133,34 @@ def test_other_inputs_do_not_move_the_map(av_model, shapes, tmp_path):
     assert results[0].map.max() > 0
 
 
-def test_only_images_and_well_formed_queries_are_explained(av_model, shapes, tmp_path):
+def test_a_recording_hit_is_explained_over_its_spectrogram(av_model, shapes, tmp_path):
+    """Audio is explained like an image: the attributions are shaped like the mel frames,
+    add up to the score gap, and the audio figure and summary are the audio modality's."""
+    query = av_model.embed(shapes, column="sound")[4]
+    result = similarity_attribution(av_model, shapes, "sound", query, row=1, steps=64)
+    features = av_model.encode(shapes)["sound"]
+    assert result.kind == "audio"
+    assert result.attributions.shape == tuple(features["values"].shape[1:])
+    assert result.length == int(features["lengths"][1])
+    expected = cosine(av_model.embed(shapes, column="sound")[1], query)
+    assert result.score == pytest.approx(expected, abs=1e-5)
+    assert abs(result.completeness_gap) < 0.05 * max(
+        abs(result.score - result.baseline_score), 0.01
+    )
+    assert set(result.summary) >= {"frame_share", "mel_share", "score"}
+    assert sum(result.summary["frame_share"]) == pytest.approx(1.0, abs=1e-3)
+    path = write_similarity_figure(av_model, result, tmp_path / "sound.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_only_continuous_inputs_and_well_formed_queries_are_explained(
+    av_model, full_model, shapes, tmp_path
+):
+    model, _folder = full_model
+    text_query = model.embed(shapes, column="comment")[0]
+    with pytest.raises(BadInputError, match="'comment' is text: .*continuous values \\(audio, "):
+        similarity_attribution(model, shapes, "comment", text_query)
     query = av_model.embed(shapes, column="picture")[0]
-    with pytest.raises(BadInputError, match="'sound' is audio, not an image"):
-        similarity_attribution(av_model, shapes, "sound", query)
     with pytest.raises(BadInputError, match="no input named 'photo'"):
         similarity_attribution(av_model, shapes, "photo", query)
     with pytest.raises(BadInputError, match="metric 'manhattan'"):

@@ -146,11 +146,21 @@ def test_explain_draws_why_each_top_image_hit_is_like_the_query(data, image_db, 
     assert "not an empty folder" in message, "written figures are never replaced"
 
 
-def test_explain_needs_an_image_index(data, model_dir, tmp_path):
+def test_explain_needs_an_index_of_continuous_values(data, model_dir, tmp_path):
     db = tmp_path / "notes"
     ok("index", model_dir, data, "--column", "note", "--db", db)
     message = refused("search", db, "--text", "a red thing", "--explain", tmp_path / "why")
-    assert "image" in message and not (tmp_path / "why").exists()
+    assert "'note' is text" in message and "continuous values (audio, image" in message
+    assert not (tmp_path / "why").exists()
+
+
+def test_a_query_of_another_column_warns_when_no_target_shares_their_space(data, image_db):
+    """A classifier's text and image vectors were never trained to agree: the search runs and
+    says so, naming the match that would."""
+    result = ok("search", image_db, "--text", "a red thing", "--k", 2)
+    said = " ".join(result.output.split())
+    assert "no target of this model trains the two to agree" in said
+    assert "--match image=note" in said and "2 nearest rows" in said
 
 
 def test_audio_query_finds_its_own_row_first(data, model_dir, tmp_path):

@@ -1,15 +1,16 @@
-"""Why a search hit is similar to its query: the similarity score attributed to the image's
-pixels.
+"""Why a search hit is similar to its query: the similarity score attributed to the stored
+input's values (an image's pixels, a recording's spectrogram, a clip's frames).
 
 A stored row's vector is `Model.embed(data, column=...)`: the fused vector the heads read,
 with every other input masked as a missing one is. Its score against a query vector q is
 s(x) = cosine(embed(x), q) (or the dot product, or −‖embed(x) − q‖ for an l2 index, so that
 higher is always more alike). Integrated Gradients attribute s(x) − s(baseline) to the
-pixels, with the same baseline as `attributions.py`: zeros after normalisation, the training
-mean image. The row's other inputs stay masked throughout, so they cannot move the map.
+input's values, with the same baseline as `attributions.py`: zeros after normalisation, the
+training mean. Any kind whose values are continuous can be explained so; integer ids (text,
+categories) cannot be interpolated. The row's other inputs stay masked throughout, so they cannot move the map.
 
 >>> result = similarity_attribution(model, "data.csv", "image", query, row=12)
->>> result.map                       # [H, W]: |attribution| summed over channels
+>>> result.map                       # an image's [H, W]: |attribution| summed over channels
 >>> result.completeness_gap          # Σ attributions − (s(x) − s(baseline)), near 0
 >>> write_similarity_figure(model, result, "why.png")
 """
@@ -47,8 +48,8 @@ ROW = "row"  # the table row a search hit came from (polymodal.search.embeddings
 
 @dataclass
 class SimilarityAttribution(InputAttribution):
-    """Attributions of one row's similarity to a query, shaped like the image's features
-    [channels, H, W]; `score` is s(x), `baseline_score` s(baseline)."""
+    """Attributions of one row's similarity to a query, shaped like the input's features
+    (an image's [channels, H, W]); `score` is s(x), `baseline_score` s(baseline)."""
 
     metric: str = "cosine"
     score: float = math.nan
@@ -56,7 +57,7 @@ class SimilarityAttribution(InputAttribution):
 
     @property
     def map(self) -> np.ndarray:
-        """|attribution| summed over channels, [H, W]."""
+        """|attribution| summed over the first axis: an image's channels, giving [H, W]."""
         return np.abs(self.attributions).sum(axis=0)
 
     @property
@@ -89,13 +90,13 @@ def similarity_attribution(
     metric: str = "cosine",
     steps: int = STEPS,
 ) -> SimilarityAttribution:
-    """Integrated Gradients of row `row`'s similarity to `query` over image input `column`.
+    """Integrated Gradients of row `row`'s similarity to `query` over input `column`.
 
     `data` is a table (only that row's `column` cell is read, as `Model.embed(column=...)`
     reads it) or features from `Model.encode`. Every other input is masked as missing, so
     s(x) is the `metric` score of the row's indexed vector against `query`.
     """
-    check_image_input(model, column)
+    kind = check_continuous_input(model, column)
     if metric not in SIMILARITIES:
         raise BadInputError(f"metric {metric!r}: choose one of {', '.join(SIMILARITIES)}")
     if steps < 1:
@@ -104,7 +105,8 @@ def similarity_attribution(
     features = one_row(model, data, column, row)
     runner = Runner(model, only_input(features, column))
     forward = similarity_forward(runner, column, torch.from_numpy(vector), metric)
-    values = runner.features[column]["values"].float()
+    item = runner.features[column]
+    values = item["values"].float()
     baseline = torch.zeros_like(values)
     with torch.enable_grad():
         scores = IntegratedGradients(forward).attribute(
@@ -115,15 +117,16 @@ def similarity_attribution(
     attributions = scores.detach()[0].float().numpy()
     result = SimilarityAttribution(
         input=column,
-        kind="image",
+        kind=kind,
         attributions=attributions,
         values=values[0].numpy(),
+        length=int(item["lengths"][0]) if "lengths" in item else None,
         metric=metric,
         score=at_input,
         baseline_score=at_baseline,
     )
     result.summary = {
-        **modality("image").summarise(model.schema_.input(column), result),
+        **modality(kind).summarise(model.schema_.input(column), result),
         "metric": metric,
         "score": at_input,
         "baseline_score": at_baseline,
@@ -146,17 +149,22 @@ def similarity_forward(
     return forward
 
 
-def check_image_input(model: Model, column: str) -> None:
+def check_continuous_input(model: Model, column: str) -> str:
+    """The input's kind, which must have continuous values for the gradients to follow."""
     if model.schema_ is None or model.net_ is None:
         raise RuntimeError("this Model is not fitted yet: call fit() or Model.load()")
     kinds = model.schema_.kinds
     if column not in kinds:
         raise BadInputError(f"no input named {column!r}; the model's inputs: {described(kinds)}")
-    if kinds[column] != "image":
-        raise BadInputError(
-            f"input {column!r} is {kinds[column]}, not an image: similarity attributions "
-            "explain image inputs only"
+    if not modality(kinds[column]).continuous:
+        continuous = ", ".join(
+            kind for kind in sorted(set(kinds.values())) if modality(kind).continuous
         )
+        raise BadInputError(
+            f"input {column!r} is {kinds[column]}: similarity attributions explain inputs with "
+            f"continuous values ({continuous or 'none in this model'}), not ids"
+        )
+    return kinds[column]
 
 
 def checked_query(query: np.ndarray, dim: int, metric: str) -> np.ndarray:
@@ -202,7 +210,7 @@ def check_row(row: int, total: int) -> None:
 
 # ------------------------------------------------------------------------ pictures
 def similarity_figure(model: Model, result: SimilarityAttribution) -> Figure:
-    """The image, the map of |attribution| and the two overlaid (the explain figures' style),
+    """The input's explain figure (an image, its map of |attribution| and the two overlaid),
     titled with the score."""
     figure = modality(result.kind).figure(model.schema_.input(result.input), result)
     figure.suptitle(
@@ -265,15 +273,15 @@ def hit_row(hit: Any) -> int:
 
 
 def explain_search_hits(result: SearchResult, out: str | Path, top: int = 3) -> list[Path]:
-    """A figure per hit, for the `top` best hits of a search over an image index: why each
-    stored image is like the query (`hit-<rank>-id-<id>.png` in `out`, a new or empty folder,
+    """A figure per hit, for the `top` best hits of a search over an index of a continuous
+    input (images, recordings, clips): why each stored item is like the query (`hit-<rank>-id-<id>.png` in `out`, a new or empty folder,
     so nothing written before is replaced). A hit whose stored file cannot be found (a
     relative path of an index made before tables were recorded) is skipped."""
     folder = Path(out)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} exists and is not an empty folder; choose a new one")
     column = result.source.column
-    check_image_input(result.model, column)
+    check_continuous_input(result.model, column)
     source_column = result.model.schema_.input(column).source
     written = []
     for rank, hit in enumerate(result.hits.head(top).to_dict("records"), start=1):

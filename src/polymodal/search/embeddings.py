@@ -5,8 +5,9 @@ only that column present. An index remembers in `source.json` which model and co
 its vectors, so `search` embeds a query the same way without being told again, and `--append`
 cannot mix in vectors of another model or column, which would be compared as if they were
 alike. A query of another modality than the indexed column is embedded through that
-modality's input of the same model; only a contrastive `match` task (not built yet) trains
-the two to agree, so until then such a search ranks by what the heads happen to share.
+modality's input of the same model. A `match` target over both columns trains the two into
+one space (`Model.embed` then returns that space's vectors); without one, such a search ranks
+by what the heads happen to share, and `polymodal search` says so.
 """
 
 from __future__ import annotations

@@ -251,6 +251,11 @@ class Task:
         defines an embedding space for it (a match target's shared space); None: not one."""
         return None
 
+    def shared_space(self) -> frozenset[str]:
+        """The columns whose `embedding` vectors this target trains to agree with each other
+        (a match target's), so a query through one can search stored vectors of another."""
+        return frozenset()
+
     def loss(
         self, outputs: torch.Tensor, target: torch.Tensor, known: torch.Tensor
     ) -> torch.Tensor:

@@ -246,6 +246,7 @@ def test_a_sound_query_finds_images_of_its_class_in_an_image_index(model_dir, da
         query = data.parent / table.sound[row]
         found = runner.invoke(app, ["search", str(db), "--audio", str(query), "--k", "1", "--json"])
         assert found.exit_code == 0, found.output
+        assert "to agree" not in found.output, "the match target put both in one space"
         (hit,) = [json.loads(line) for line in found.stdout.splitlines()]
         hits_of_own_class.append(hit["label"] == table.label[row])
     assert np.mean(hits_of_own_class) >= 0.75

@@ -224,6 +224,9 @@ class MatchTask(Task):
             return None
         return head.project(column, pooled(fused))
 
+    def shared_space(self) -> frozenset[str]:
+        return frozenset(self.options.columns)
+
     def scale(self) -> torch.Tensor:
         if self._head is None:
             raise RuntimeError("the match head is not built yet")
