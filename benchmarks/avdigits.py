@@ -82,7 +82,9 @@ def run_setup(
     `peer_utterances`, also on only those (the ones pocketsphinx decoded)."""
     settings = config(SETUPS[name], args)
     started = time.perf_counter()
-    model = Model(config=settings).fit(train, out=args.out / name, overwrite=True)
+    model = Model(config=settings).fit(
+        train, out=args.out / name, overwrite=not args.resume, resume=args.resume
+    )
     seconds = time.perf_counter() - started
     scored = test if "audio" in SETUPS[name] else test[test["condition"] == "clean"]
     started = time.perf_counter()
@@ -174,6 +176,9 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="per model's training")
     parser.add_argument("--setups", default=",".join(SETUPS))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "avdigits")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue each setup's stopped run in --out"
+    )
     parser.add_argument("--peer", type=Path, default=DATA / "pocketsphinx" / "wer.json")
     args = parser.parse_args()
     frame = pd.read_csv(require(args.csv), keep_default_na=False)

@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--augment", action="store_true", help="small random image shifts")
     parser.add_argument("--max-minutes", type=float, default=None, help="training time limit")
     parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument(
+        "--memory-layers", type=int, default=None, help="the text target's; default: its default"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "captions")
     args = parser.parse_args()
@@ -58,9 +61,10 @@ def main() -> None:
             references, nearest_neighbour(args.csv, train, test)
         )
     }
+    text_options = {} if args.memory_layers is None else {"memory_layers": args.memory_layers}
     config = Config.model_validate(
         {
-            "targets": [{"column": "caption", "task": "text"}],
+            "targets": [{"column": "caption", "task": "text", "options": text_options}],
             "inputs": ["image"],
             "train": {
                 "max_epochs": args.epochs,

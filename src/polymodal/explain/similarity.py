@@ -7,7 +7,8 @@ s(x) = cosine(embed(x), q) (or the dot product, or −‖embed(x) − q‖ for a
 higher is always more alike). Integrated Gradients attribute s(x) − s(baseline) to the
 input's values, with the same baseline as `attributions.py`: zeros after normalisation, the
 training mean. Any kind whose values are continuous can be explained so; integer ids (text,
-categories) cannot be interpolated. The row's other inputs stay masked throughout, so they cannot move the map.
+categories) cannot be interpolated. The row's other inputs stay masked throughout, so they
+cannot move the map.
 
 >>> result = similarity_attribution(model, "data.csv", "image", query, row=12)
 >>> result.map                       # an image's [H, W]: |attribution| summed over channels
