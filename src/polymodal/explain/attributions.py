@@ -103,8 +103,13 @@ def attribute_input(runner: Runner, name: str, target: str, label: int | None) -
         kind=kind,
         attributions=scores.detach()[0].float().numpy(),
         values=values[0].float().numpy(),
-        length=int(row[name]["lengths"][0]) if "lengths" in row[name] else None,
+        length=first_length(row[name]),
     )
+
+
+def first_length(item: dict) -> int | None:
+    """The first row's real frames or tokens, for inputs that record them (audio, text)."""
+    return int(item["lengths"][0]) if "lengths" in item else None
 
 
 def attribute_row(

@@ -31,7 +31,12 @@ from captum.attr import IntegratedGradients
 
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.table import Table, read_table
-from polymodal.explain.attributions import STEPS, InputAttribution, row_encoded_with
+from polymodal.explain.attributions import (
+    STEPS,
+    InputAttribution,
+    first_length,
+    row_encoded_with,
+)
 from polymodal.explain.runner import Runner
 from polymodal.explain.scoring import Features, take_rows
 from polymodal.modalities import modality
@@ -121,7 +126,7 @@ def similarity_attribution(
         kind=kind,
         attributions=attributions,
         values=values[0].numpy(),
-        length=int(item["lengths"][0]) if "lengths" in item else None,
+        length=first_length(item),
         metric=metric,
         score=at_input,
         baseline_score=at_baseline,
@@ -275,9 +280,10 @@ def hit_row(hit: Any) -> int:
 
 def explain_search_hits(result: SearchResult, out: str | Path, top: int = 3) -> list[Path]:
     """A figure per hit, for the `top` best hits of a search over an index of a continuous
-    input (images, recordings, clips): why each stored item is like the query (`hit-<rank>-id-<id>.png` in `out`, a new or empty folder,
-    so nothing written before is replaced). A hit whose stored file cannot be found (a
-    relative path of an index made before tables were recorded) is skipped."""
+    input (images, recordings, clips): why each stored item is like the query
+    (`hit-<rank>-id-<id>.png` in `out`, a new or empty folder, so nothing written before is
+    replaced). A hit whose stored file cannot be found (a relative path of an index made
+    before tables were recorded) is skipped."""
     folder = Path(out)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} exists and is not an empty folder; choose a new one")

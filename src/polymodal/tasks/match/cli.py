@@ -7,7 +7,7 @@ from typing import Any
 
 from polymodal.config import Config, ConfigError, TargetConfig
 
-TASK = "match"  # the name the task registers under (`MatchTask.name`)
+TASK = "match"  # the name `MatchTask` registers under; light, so the CLI can read it
 
 
 def add_match(config: Config, value: str) -> None:

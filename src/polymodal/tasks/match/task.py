@@ -29,6 +29,7 @@ from polymodal.data.column import is_missing
 from polymodal.data.problems import BadInputError
 from polymodal.fusion.base import Fused, pooled
 from polymodal.tasks.base import TargetPrediction, TargetState, Task, register_task
+from polymodal.tasks.match.cli import TASK
 from polymodal.tasks.match.loss import (
     LearnedTemperature,
     column_pairs,
@@ -63,7 +64,7 @@ def match_target(
     """The target config of a match over `columns` (the CLI's `--match a=b`)."""
     options = MatchOptions(columns=columns, anchor=anchor, positive_by=positive_by)
     return TargetConfig(
-        column="=".join(columns), task="match", options=options.model_dump(exclude_none=True)
+        column="=".join(columns), task=TASK, options=options.model_dump(exclude_none=True)
     )
 
 
@@ -137,7 +138,7 @@ class MatchPrediction(TargetPrediction):
 
 @register_task
 class MatchTask(Task):
-    name = "match"
+    name = TASK
     metrics: ClassVar[dict[str, bool]] = {
         "recall@1": True,
         "recall@5": True,

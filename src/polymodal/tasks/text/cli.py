@@ -6,7 +6,7 @@ from __future__ import annotations
 from polymodal.config import Config, ConfigError
 from polymodal.presets import split_option
 
-TASK = "text"  # the name the task registers under (`TextTask.name`)
+TASK = "text"  # the name `TextTask` registers under; light, so the CLI can read it
 
 
 def set_decoders(config: Config, values: list[str]) -> None:

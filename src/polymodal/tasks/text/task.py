@@ -29,6 +29,7 @@ from polymodal.tasks.base import (
     nearly_unique,
     register_task,
 )
+from polymodal.tasks.text.cli import TASK
 from polymodal.tasks.text.head import TeacherForced, TextHead
 from polymodal.tasks.text.metrics import METRIC_DIRECTIONS, text_metrics, word_error_rate
 from polymodal.tasks.text.pretrained import (
@@ -134,7 +135,7 @@ DECODING = ("beam", "nbest", "length_penalty", "generate_length")
 
 @register_task
 class TextTask(Task):
-    name = "text"
+    name = TASK
     metrics: ClassVar[dict[str, bool]] = METRIC_DIRECTIONS
     score_metric = "wer"
     inference_order = 3  # before multiclass: a column of nearly unique strings is text
