@@ -753,6 +753,13 @@ def search(
         str | None, typer.Option(help="the model input the query fills, when several could")
     ] = None,
     json_lines: Annotated[bool, typer.Option("--json", help="one JSON line per hit")] = False,
+    by_class: Annotated[
+        bool,
+        typer.Option(
+            help="search for the query's class: rank by the vector of its nearest class "
+            "(a match trained with --positive-by) rather than by the query's own vector"
+        ),
+    ] = False,
     explain: Annotated[
         Path | None,
         typer.Option(help="new folder: why each top image hit is like the query (PNG figures)"),
@@ -760,9 +767,9 @@ def search(
     explain_top: Annotated[int, typer.Option(min=1, help="hits explained with --explain")] = 3,
 ) -> None:
     """The rows of an index nearest to a query: a text or a file, embedded by the model that
-    made the index. `--explain DIR` draws, for an index of images, recordings or clips,
-    which regions of each top hit make it similar to the query (Integrated Gradients of the
-    score)."""
+    made the index. `--by-class` finds items of the query's class, surest first.
+    `--explain DIR` draws, for an index of images, recordings or clips, which regions of
+    each top hit make it similar to the query (Integrated Gradients of the score)."""
     from polymodal.data.problems import BadInputError
     from polymodal.search.embeddings import hit_records, search_index
 
@@ -770,7 +777,15 @@ def search(
     queries = [(kind, str(value)) for kind, value in given.items() if value is not None]
     if len(queries) != 1:
         raise BadInputError("give exactly one query: --text, --image, --audio or --video")
-    result = search_index(db, *queries[0], k=k, where=where, query_column=query_column)
+    result = search_index(
+        db, *queries[0], k=k, where=where, query_column=query_column, by_class=by_class
+    )
+    if result.query_class is not None:
+        console.print(
+            f"searching by class: the query is nearest to class {result.query_class.name!r} "
+            f"(similarity {result.query_class.similarity:.3f}); hits ranked by their "
+            "similarity to that class's vector"
+        )
     pair = {result.query_column, result.source.column}
     if len(pair) > 1 and not any(pair <= task.shared_space() for task in result.model.net_.tasks):
         console.print(

@@ -373,6 +373,17 @@ class Model:
             vectors[~features[column]["present"].numpy()] = np.nan
         return vectors
 
+    def class_vectors(self, column: str) -> tuple[list[str], np.ndarray] | None:
+        """The classes placed in the space `embed` gives for `column`: their names and unit
+        vectors, float32 [classes, dim], comparable with `embed(table, column)`. A match
+        trained with `--positive-by` has them (its class proxies); None for any other space."""
+        self._check_fitted()
+        found = self.net_.class_vectors(column)
+        if found is None:
+            return None
+        names, vectors = found
+        return names, vectors.cpu().numpy().astype(np.float32)
+
     # ------------------------------------------------------------------ storage
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write model.safetensors + config.json (+ metrics.json). No pickle anywhere."""

@@ -164,6 +164,14 @@ class MultimodalNet(nn.Module):
                 return vector
         return pooled(fused)
 
+    def class_vectors(self, column: str) -> tuple[list[str], torch.Tensor] | None:
+        """The class vectors of the target whose space `embedding` gives for `column`
+        (`Task.class_vectors`); None when that space has none."""
+        for task, head in zip(self.tasks, self.heads, strict=True):
+            if column in task.shared_space():
+                return task.class_vectors(head)
+        return None
+
     @property
     def teacher_forced(self) -> bool:
         """Whether some head's training outputs differ from what it predicts (a text head's

@@ -141,6 +141,9 @@ def test_bad_queries_are_json_4xx(client, indexed, frame):
     assert refused(client.post("/v1/search", json={"text": "  "}), 422)
     assert refused(client.post("/v1/search", json={"video": {"base64": "AAAA"}}), 422)
     assert refused(client.post("/v1/search", content=b"{", headers=JSON_TYPE), 400)
+    by_class = client.post("/v1/search", json={"text": "red", "by_class": True})
+    assert "--positive-by" in refused(by_class, 422)  # a classifier placed no class vectors
+    assert client.get("/v1/search/info").json()["by_class"] is False
 
 
 JSON_TYPE = {"content-type": "application/json"}
@@ -163,7 +166,7 @@ def test_stored_files_only_by_id(client, indexed, frame):
     info = client.get("/v1/search/info").json()
     assert info | {"query_kinds": None} == {
         "column": "image", "kind": "image", "rows": ROWS, "metric": "cosine", "files": True,
-        "preview": "img", "query_kinds": None, "max_k": 100,
+        "preview": "img", "query_kinds": None, "max_k": 100, "by_class": False,
     }  # fmt: skip
     assert set(info["query_kinds"]) == {"text", "image", "audio"}
     assert client.get("/v1/schema").json()["search"] == info

@@ -39,6 +39,8 @@ def test_search_panel_shows_hits_as_cards(search_server, indexed):
         wait = WebDriverWait(browser, 30)
         wait.until(ready.visibility_of_element_located((By.ID, "search-section")))
         assert "24 vectors of image" in browser.find_element(By.ID, "search-summary").text
+        assert not browser.find_element(By.ID, "search-by-class").is_displayed()  # no classes
+        assert not browser.find_element(By.ID, "generate-options").is_displayed()  # generates none
 
         browser.find_element(By.ID, "search-text").send_keys(frame.loc[3, "note"])
         Select(browser.find_element(By.ID, "search-k")).select_by_visible_text("5")

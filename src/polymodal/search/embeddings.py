@@ -85,13 +85,22 @@ class Embedded:
 
 
 @dataclass
+class QueryClass:
+    """The class a search by class put in place of its query."""
+
+    name: str
+    similarity: float  # the query's cosine similarity to the class's vector
+
+
+@dataclass
 class SearchResult:
     hits: pd.DataFrame  # id, score, then the metadata, best first
     source: IndexSource  # what the index holds
     query_column: str  # the model input the query was embedded through
     model: Model  # the model that made the index and embedded the query
-    query: np.ndarray  # the query's vector [dim]
+    query: np.ndarray  # the vector searched [dim]: the query's, or by class its class's
     metric: str  # how the index compares vectors
+    query_class: QueryClass | None = None  # by class: the class searched for
 
 
 # ------------------------------------------------------------------------ embedding rows
@@ -219,16 +228,44 @@ def search_index(
     k: int = 10,
     where: str | None = None,
     query_column: str | None = None,
+    by_class: bool = False,
 ) -> SearchResult:
     """The `k` rows of the index in `db` nearest to one query (a text, or a file's path),
-    embedded through the model input of the query's kind with every other input empty."""
+    embedded through the model input of the query's kind with every other input empty.
+    `by_class`: nearest to the vector of the query's class instead (`class_query`)."""
     source = read_source(db)
     index = open_index(db)
     model = Model.load(source.model)
     column = query_input(model.schema_.kinds, query_kind, source.column, query_column)
     vector = embed_query(model, column, value)
+    named = None
+    if by_class:
+        vector, named = class_query(model, column, vector)
     hits = nearest(index, vector, k, where)
-    return SearchResult(hits, source, column, model, vector, index.settings.metric)
+    return SearchResult(hits, source, column, model, vector, index.settings.metric, named)
+
+
+def class_query(model: Model, column: str, vector: np.ndarray) -> tuple[np.ndarray, QueryClass]:
+    """The vector of the class nearest to a query of `column`, to search with in its place.
+
+    Why: in a space trained by class (`--match a=b --positive-by label`), the stored items
+    nearest a class's vector are the ones its tower is surest belong to that class, while
+    the items nearest one query are often ones its tower placed in the wrong class; so for
+    "items of the class this query shows" (class-level precision), searching with the
+    class's vector ranks better (BENCHMARKS.md, AV-MNIST). What it gives up: every top hit
+    is of the one class named, and nothing of what sets this query apart from others of
+    its class is used, so a query the tower misclassifies gets no right hit at all.
+    """
+    found = model.class_vectors(column)
+    if found is None:
+        raise BadInputError(
+            f"a search by class needs a model that learned a vector per class for input "
+            f"{column!r}: train it with --match {column}=OTHER --positive-by CLASS_COLUMN"
+        )
+    names, vectors = found
+    similarity = vectors @ (vector / np.linalg.norm(vector))
+    best = int(similarity.argmax())
+    return vectors[best], QueryClass(names[best], float(similarity[best]))
 
 
 class BadFilterError(BadInputError):

@@ -9,6 +9,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializeAsAny,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -90,6 +91,9 @@ class SearchInfo(BaseModel):
         description="the queries the model can embed: text, image, audio, video"
     )
     max_k: int
+    by_class: bool = Field(
+        False, description="whether by_class searches work: the model placed classes there"
+    )
 
 
 class SchemaResponse(BaseModel):
@@ -201,6 +205,16 @@ class SearchBody(BaseModel):
     query_column: StrictStr | None = Field(
         None, description="the model input the query fills, when several could"
     )
+    by_class: StrictBool = Field(
+        False,
+        description="search for the query's class: rank by the vector of its nearest class "
+        "(a match trained with --positive-by) rather than by the query's own vector",
+    )
+
+
+class SearchClass(BaseModel):
+    name: str = Field(description="the class nearest to the query, whose vector was searched")
+    similarity: float = Field(description="the query's cosine similarity to that class")
 
 
 class SearchHit(BaseModel):
@@ -214,6 +228,7 @@ class SearchHit(BaseModel):
 class SearchResponse(BaseModel):
     query_column: str = Field(description="the model input the query was embedded through")
     indexed_column: str
+    query_class: SearchClass | None = Field(None, description="with by_class: the class searched")
     hits: list[SearchHit]
 
 

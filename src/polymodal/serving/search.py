@@ -18,6 +18,7 @@ import pandas as pd
 from polymodal.data.problems import BadInputError
 from polymodal.data.sniff import sniff_file
 from polymodal.modalities import modality
+from polymodal.model import Model
 from polymodal.search.embeddings import (
     QUERY_KINDS,
     IndexSource,
@@ -48,10 +49,11 @@ def open_search_index(index_dir: Path, model_dir: Path) -> tuple[Index, IndexSou
 class SearchIndex:
     """The opened index with what its answers need: the source, the model's input kinds."""
 
-    def __init__(self, index_dir: Path, model_dir: Path, kinds: dict[str, str]) -> None:
+    def __init__(self, index_dir: Path, model_dir: Path, model: Model) -> None:
         self.index, self.source = open_search_index(index_dir, model_dir)
-        self.kinds = kinds
+        self.kinds = model.schema_.kinds
         self.files = modality(self.source.kind).files
+        self.by_class = model.class_vectors(self.source.column) is not None
 
     def info(self) -> SearchInfo:
         fits = [
@@ -68,6 +70,7 @@ class SearchIndex:
             preview=modality(self.source.kind).widget.preview,
             query_kinds=fits,
             max_k=MAX_K,
+            by_class=self.by_class,
         )
 
     def hits(self, found: pd.DataFrame) -> list[SearchHit]:

@@ -77,9 +77,7 @@ class Service:
         }  # inputs whose problems (unknown categories) are warnings
         self.search: SearchIndex | None = None
         if settings.index_dir is not None:  # a wrong index stops the server from starting
-            self.search = SearchIndex(
-                settings.index_dir, settings.model_dir, self.model.schema_.kinds
-            )
+            self.search = SearchIndex(settings.index_dir, settings.model_dir, self.model)
         self.folder = Path(tempfile.mkdtemp(prefix="polymodal-serve-"))  # mode 0700
         self.decoders = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="polymodal-decode"

@@ -256,6 +256,12 @@ class Task:
         (a match target's), so a query through one can search stored vectors of another."""
         return frozenset()
 
+    def class_vectors(self, head: nn.Module) -> tuple[list[str], torch.Tensor] | None:
+        """The classes this target placed in its `shared_space`, as names and one unit vector
+        each [classes, dim] (a match by class's proxies, which every column's vectors were
+        pulled to), for a search by the query's class; None: it placed none."""
+        return None
+
     def loss(
         self, outputs: torch.Tensor, target: torch.Tensor, known: torch.Tensor
     ) -> torch.Tensor:

@@ -252,6 +252,74 @@ def test_a_sound_query_finds_images_of_its_class_in_an_image_index(model_dir, da
     assert np.mean(hits_of_own_class) >= 0.75
 
 
+def test_the_class_vectors_are_the_units_of_the_proxies_named_by_class(model):
+    names, vectors = model.class_vectors("sound")
+    assert names == model.task().state.classes and len(names) == 4
+    assert vectors.shape == (4, model.config.model.dim) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    proxies = model.head("image=sound").proxies.detach().numpy()
+    np.testing.assert_allclose(vectors[2] * np.linalg.norm(proxies[2]), proxies[2], rtol=1e-5)
+    same, again = model.class_vectors("image")
+    assert same == names and np.array_equal(again, vectors)  # one set, shared by the columns
+    assert model.class_vectors("label") is None  # not a column of the space
+
+
+def test_search_by_class_ranks_by_the_vector_of_the_querys_nearest_class(
+    model, model_dir, data, tmp_path
+):
+    from polymodal.search.embeddings import build_index, index_source, search_index
+
+    db = tmp_path / "images"
+    build_index(model, index_source(model, model_dir, "image"), data, db, None, False)
+    table = pd.read_csv(data)
+    images = model.embed(table.assign(image=[str(data.parent / p) for p in table.image]), "image")
+    names, vectors = model.class_vectors("sound")
+    rights = []
+    for row in table.index[table.split == "test"][:8]:
+        query = str(data.parent / table.sound[row])
+        plain = search_index(db, "audio", query, k=len(table))
+        result = search_index(db, "audio", query, k=len(table), by_class=True)
+        nearest = int(np.argmax(vectors @ plain.query))  # the query's own vector is a unit
+        assert result.query_class.name == names[nearest]
+        assert result.query_class.similarity == pytest.approx(float(vectors[nearest] @ plain.query))
+        np.testing.assert_array_equal(result.query, vectors[nearest])
+        expected = images @ vectors[nearest]  # every stored image, scored by the class
+        np.testing.assert_allclose(result.hits["score"], expected[result.hits["row"]], atol=1e-5)
+        np.testing.assert_allclose(result.hits["score"], np.sort(expected)[::-1], atol=1e-5)
+        assert not np.allclose(result.hits["score"], plain.hits["score"])
+        rights.append(result.hits["label"][0] == table.label[row])
+    assert np.mean(rights) >= 0.75
+
+
+def test_search_by_class_says_which_class_it_searched(model_dir, data, tmp_path):
+    db = tmp_path / "images"
+    runner.invoke(app, ["index", str(model_dir), str(data), "--column", "image", "--db", str(db)])
+    table = pd.read_csv(data)
+    row = int(table.index[table.split == "test"][0])
+    query = data.parent / table.sound[row]
+    found = runner.invoke(
+        app, ["search", str(db), "--audio", str(query), "--k", "3", "--json", "--by-class"]
+    )
+    assert found.exit_code == 0, found.output
+    assert "searching by class: the query is nearest to class" in found.stderr
+    hits = [json.loads(line) for line in found.stdout.splitlines()]
+    assert len(hits) == 3 and len({hit["label"] for hit in hits}) == 1
+
+
+def test_search_by_class_needs_a_match_by_class(data, tmp_path):
+    from polymodal.search.embeddings import build_index, index_source, search_index
+
+    out = tmp_path / "pairs"
+    config = match_config(["image", "sound"], positive_by=None, epochs=1)
+    model = Model(config=config).fit(data, out=out)
+    assert model.class_vectors("sound") is None
+    db = tmp_path / "images"
+    build_index(model, index_source(model, out, "image"), data, db, None, False)
+    query = str(data.parent / pd.read_csv(data).sound[0])
+    with pytest.raises(BadInputError, match="--positive-by"):
+        search_index(db, "audio", query, by_class=True)
+
+
 # ----------------------------------------------------------------------- compare
 def test_compare_ranks_the_fusions_of_a_match_by_map_without_unimodal_runs(data):
     from polymodal.evaluation.compare import compare
@@ -306,3 +374,61 @@ def test_the_server_predicts_pair_similarities_and_finds_images_by_sound(model_d
         assert found.status_code == 200, found.text
         (hit,) = found.json()["hits"]
         assert hit["metadata"]["label"] == table.loc[row, "label"]
+        assert found.json()["query_class"] is None
+        assert client.get("/v1/search/info").json()["by_class"] is True
+        for request in (
+            {"files": {"audio": ("q.wav", files["sound"])}, "data": {"k": "5", "by_class": "true"}},
+            {"json": {"audio": body["sound"], "k": 5, "by_class": True}},
+        ):
+            by_class = client.post("/v1/search", **request)
+            assert by_class.status_code == 200, by_class.text
+            named = by_class.json()["query_class"]
+            names, vectors = model.class_vectors("sound")
+            query = model.embed(
+                table.loc[[row], ["sound"]].map(lambda p: str(data.parent / p)), "sound"
+            )
+            assert named["name"] == names[int(np.argmax(vectors @ query[0]))]
+            assert named["similarity"] == pytest.approx(float(np.max(vectors @ query[0])), abs=1e-5)
+            scores = [hit["score"] for hit in by_class.json()["hits"]]
+            assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+        bad = client.post(
+            "/v1/search", files={"audio": ("q.wav", files["sound"])}, data={"by_class": "maybe"}
+        )
+        assert bad.status_code == 422 and "by_class must be true or false" in bad.json()["error"]
+
+
+def test_the_search_page_searches_by_class_for_a_recording(model_dir, data, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from polymodal.search.embeddings import build_index, index_source
+    from polymodal.serving.settings import ServeSettings
+    from tests.serving.conftest import ARTIFACTS, LiveServer, chromium
+
+    model = Model.load(model_dir)
+    db = tmp_path / "images"
+    build_index(model, index_source(model, model_dir, "image"), data, db, None, False)
+    table = pd.read_csv(data)
+    row = int(table.index[table.split == "test"][1])
+    recording = data.parent / table.sound[row]
+    query = model.embed(pd.DataFrame({"sound": [str(recording)]}), "sound")[0]
+    names, vectors = model.class_vectors("sound")
+    expected = names[int(np.argmax(vectors @ query))]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (
+        LiveServer(ServeSettings(model_dir=model_dir, index_dir=db)) as server,
+        chromium() as browser,
+    ):
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: b.find_element(By.ID, "search-by-class").is_displayed())
+        browser.find_element(By.ID, "search-file").send_keys(str(recording))
+        browser.find_element(By.ID, "search-by-class").click()
+        browser.find_element(By.ID, "search-button").click()
+        results = browser.find_element(By.ID, "search-results")
+        wait.until(lambda _: results.get_attribute("data-state") in ("done", "error"))
+        assert results.get_attribute("data-state") == "done"
+        assert f"of class {expected} (the query's similarity to it" in results.text
+        assert len(results.find_elements(By.CSS_SELECTOR, ".hit")) == 10
+        browser.execute_script("arguments[0].scrollIntoView()", results)
+        browser.save_screenshot(str(ARTIFACTS / "serving-search-by-class.png"))

@@ -12,19 +12,26 @@ from pydantic import ValidationError
 
 from polymodal.data.problems import BadInputError
 from polymodal.modalities import modality
-from polymodal.search.embeddings import QUERY_KINDS, BadFilterError, nearest, query_input
+from polymodal.search.embeddings import (
+    QUERY_KINDS,
+    BadFilterError,
+    class_query,
+    nearest,
+    query_input,
+)
 from polymodal.serving.deps import ServiceDep
 from polymodal.serving.errors import ApiError, describe_validation
 from polymodal.serving.inputs import ANY_JSON, check_file, form_value
 from polymodal.serving.routes.docs import ERRORS
-from polymodal.serving.schemas import SearchBody, SearchInfo, SearchResponse
+from polymodal.serving.schemas import SearchBody, SearchClass, SearchInfo, SearchResponse
 from polymodal.serving.search import MAX_K, MAX_WHERE, SearchIndex
 from polymodal.serving.security import require_api_key
 from polymodal.serving.service import Service
 
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_api_key)])
 NO_INDEX = "this server has no vector index: start it with polymodal serve MODEL --index DB"
-FIELDS = (*QUERY_KINDS, "k", "where", "query_column")
+FIELDS = (*QUERY_KINDS, "k", "where", "query_column", "by_class")
+TRUTHS = {"true": True, "1": True, "on": True, "false": False, "0": False, "off": False}
 
 SEARCH_BODY = {
     "requestBody": {
@@ -34,7 +41,9 @@ SEARCH_BODY = {
             '{"base64": "..."} or a data: URL; multipart: a file field named after its kind '
             "(image, audio or video) or a text field. Both: k (1 to 100), where (a SQL filter "
             "on the metadata, e.g. split = 'test'), query_column (the model input the query "
-            "fills, when several could). A file is read from the bytes sent, never a path."
+            "fills, when several could), by_class (search for the query's class, when the "
+            "model learned one vector per class). A file is read from the bytes sent, never "
+            "a path."
         ),
         "content": {
             "application/json": {
@@ -93,12 +102,22 @@ async def search(request: Request, service: ServiceDep) -> SearchResponse:
         field = next(f for f in service.fields if f.name == source)
         value = check_file(0, field, value)  # bytes only: a string is refused, never opened
     vector = await service.embed_query(column, value)
+    named = None
+    if body.by_class:
+        try:
+            vector, found_class = class_query(service.model, column, vector)
+        except BadInputError as error:
+            raise ApiError(422, str(error)) from None
+        named = SearchClass(name=found_class.name, similarity=found_class.similarity)
     try:
         found = await asyncio.to_thread(nearest, index.index, vector, body.k, where)
     except BadFilterError as error:
         raise ApiError(400, str(error).replace("--where", "where")) from None
     return SearchResponse(
-        query_column=column, indexed_column=index.source.column, hits=index.hits(found)
+        query_column=column,
+        indexed_column=index.source.column,
+        query_class=named,
+        hits=index.hits(found),
     )
 
 
@@ -139,9 +158,14 @@ async def form_document(request: Request) -> dict:
                 document["k"] = int(document["k"])
             except ValueError:
                 raise ApiError(422, f"k must be a whole number, got {document['k']!r}") from None
-        for key in ("text", "where", "query_column", "k"):
+        for key in ("text", "where", "query_column", "k", "by_class"):
             if isinstance(document.get(key), bytes):
                 raise ApiError(422, f"'{key}' is a form field, not a file")
+        if isinstance(document.get("by_class"), str):
+            flag = document["by_class"].strip().lower()
+            if flag not in TRUTHS:
+                raise ApiError(422, f"by_class must be true or false, got {document['by_class']!r}")
+            document["by_class"] = TRUTHS[flag]
         return {key: value for key, value in document.items() if value is not None}
     finally:
         await form.close()

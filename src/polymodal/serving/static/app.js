@@ -450,6 +450,7 @@ function setupSearch(info) {
   }
   const select = $("#search-k");
   for (const option of select.options) option.disabled = Number(option.value) > info.max_k;
+  $("#search-by-class-label").hidden = !info.by_class;
 }
 
 function queryFile() {
@@ -480,6 +481,7 @@ async function runSearch(event) {
   if (text) data.append("text", text);
   else data.append(queryKind(file), file, file.name || "query");
   data.append("k", $("#search-k").value);
+  if (state.schema.search.by_class && $("#search-by-class").checked) data.append("by_class", "true");
   const results = $("#search-results");
   results.dataset.state = "working";
   $("#search-button").disabled = true;
@@ -497,7 +499,9 @@ function showHits(body) {
   const results = $("#search-results");
   const note = body.query_column !== body.indexed_column
     ? ` (the query went through ${body.query_column}; the index holds ${body.indexed_column})` : "";
-  const summary = element("p", { class: "muted", text: `${body.hits.length} nearest${note}.` });
+  const named = body.query_class
+    ? `, of class ${body.query_class.name} (the query's similarity to it ${body.query_class.similarity.toFixed(3)})` : "";
+  const summary = element("p", { class: "muted", text: `${body.hits.length} nearest${note}${named}.` });
   const gallery = element("div", { class: "hits" }, body.hits.map(hitCard));
   results.replaceChildren(summary, gallery);
   results.dataset.state = "done";

@@ -228,6 +228,11 @@ class MatchTask(Task):
     def shared_space(self) -> frozenset[str]:
         return frozenset(self.options.columns)
 
+    def class_vectors(self, head: nn.Module) -> tuple[list[str], torch.Tensor] | None:
+        if not isinstance(head, MatchHead) or head.proxies is None:
+            return None
+        return list(self.state.classes), F.normalize(head.proxies.detach().float(), dim=-1)
+
     def scale(self) -> torch.Tensor:
         if self._head is None:
             raise RuntimeError("the match head is not built yet")
