@@ -61,6 +61,24 @@ def model(model_dir) -> Model:
     return Model.load(model_dir)
 
 
+@pytest.fixture(scope="module")
+def image_db(model, model_dir, data, tmp_path_factory) -> Path:
+    """An index of every row's image vector, made by the module's match model."""
+    from polymodal.search.embeddings import build_index, index_source
+
+    db = tmp_path_factory.mktemp("index") / "images"
+    build_index(model, index_source(model, model_dir, "image"), data, db, None, False)
+    return db
+
+
+def nearest_class(model: Model, recording: Path) -> tuple[str, float]:
+    """The class whose vector is nearest to a recording's, and its cosine similarity."""
+    query = model.embed(pd.DataFrame({"sound": [str(recording)]}), "sound")[0]
+    names, vectors = model.class_vectors("sound")
+    similarity = vectors @ query  # both unit vectors
+    return names[int(np.argmax(similarity))], float(np.max(similarity))
+
+
 # ------------------------------------------------------------------------- training
 def test_sound_finds_images_of_its_class_well_above_chance(model, data):
     metrics = model.metrics_["test"]["image=sound"]
@@ -264,13 +282,10 @@ def test_the_class_vectors_are_the_units_of_the_proxies_named_by_class(model):
     assert model.class_vectors("label") is None  # not a column of the space
 
 
-def test_search_by_class_ranks_by_the_vector_of_the_querys_nearest_class(
-    model, model_dir, data, tmp_path
-):
-    from polymodal.search.embeddings import build_index, index_source, search_index
+def test_search_by_class_ranks_by_the_vector_of_the_querys_nearest_class(model, image_db, data):
+    from polymodal.search.embeddings import search_index
 
-    db = tmp_path / "images"
-    build_index(model, index_source(model, model_dir, "image"), data, db, None, False)
+    db = image_db
     table = pd.read_csv(data)
     images = model.embed(table.assign(image=[str(data.parent / p) for p in table.image]), "image")
     names, vectors = model.class_vectors("sound")
@@ -291,9 +306,8 @@ def test_search_by_class_ranks_by_the_vector_of_the_querys_nearest_class(
     assert np.mean(rights) >= 0.75
 
 
-def test_search_by_class_says_which_class_it_searched(model_dir, data, tmp_path):
-    db = tmp_path / "images"
-    runner.invoke(app, ["index", str(model_dir), str(data), "--column", "image", "--db", str(db)])
+def test_search_by_class_says_which_class_it_searched(image_db, data):
+    db = image_db
     table = pd.read_csv(data)
     row = int(table.index[table.split == "test"][0])
     query = data.parent / table.sound[row]
@@ -344,18 +358,17 @@ def test_the_compare_command_takes_a_match(data, tmp_path):
 
 
 # ----------------------------------------------------------------------- serving
-def test_the_server_predicts_pair_similarities_and_finds_images_by_sound(model_dir, data, tmp_path):
+def test_the_server_predicts_pair_similarities_and_finds_images_by_sound(
+    model, model_dir, image_db, data
+):
     import base64
 
     from fastapi.testclient import TestClient
 
-    from polymodal.search.embeddings import build_index, index_source
     from polymodal.serving.app import create_app
     from polymodal.serving.settings import ServeSettings
 
-    model = Model.load(model_dir)
-    db = tmp_path / "images"
-    build_index(model, index_source(model, model_dir, "image"), data, db, None, False)
+    db = image_db
     table = pd.read_csv(data)
     row = int(table.index[table.split == "test"][0])
     files = {c: (data.parent / table.loc[row, c]).read_bytes() for c in ("image", "sound")}
@@ -376,6 +389,7 @@ def test_the_server_predicts_pair_similarities_and_finds_images_by_sound(model_d
         assert hit["metadata"]["label"] == table.loc[row, "label"]
         assert found.json()["query_class"] is None
         assert client.get("/v1/search/info").json()["by_class"] is True
+        name, similarity = nearest_class(model, data.parent / table.loc[row, "sound"])
         for request in (
             {"files": {"audio": ("q.wav", files["sound"])}, "data": {"k": "5", "by_class": "true"}},
             {"json": {"audio": body["sound"], "k": 5, "by_class": True}},
@@ -383,12 +397,7 @@ def test_the_server_predicts_pair_similarities_and_finds_images_by_sound(model_d
             by_class = client.post("/v1/search", **request)
             assert by_class.status_code == 200, by_class.text
             named = by_class.json()["query_class"]
-            names, vectors = model.class_vectors("sound")
-            query = model.embed(
-                table.loc[[row], ["sound"]].map(lambda p: str(data.parent / p)), "sound"
-            )
-            assert named["name"] == names[int(np.argmax(vectors @ query[0]))]
-            assert named["similarity"] == pytest.approx(float(np.max(vectors @ query[0])), abs=1e-5)
+            assert named == {"name": name, "similarity": pytest.approx(similarity, abs=1e-5)}
             scores = [hit["score"] for hit in by_class.json()["hits"]]
             assert len(scores) == 5 and scores == sorted(scores, reverse=True)
         bad = client.post(
@@ -397,28 +406,19 @@ def test_the_server_predicts_pair_similarities_and_finds_images_by_sound(model_d
         assert bad.status_code == 422 and "by_class must be true or false" in bad.json()["error"]
 
 
-def test_the_search_page_searches_by_class_for_a_recording(model_dir, data, tmp_path):
+def test_the_search_page_searches_by_class_for_a_recording(model, model_dir, image_db, data):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from polymodal.search.embeddings import build_index, index_source
     from polymodal.serving.settings import ServeSettings
     from tests.serving.conftest import ARTIFACTS, LiveServer, chromium
 
-    model = Model.load(model_dir)
-    db = tmp_path / "images"
-    build_index(model, index_source(model, model_dir, "image"), data, db, None, False)
     table = pd.read_csv(data)
-    row = int(table.index[table.split == "test"][1])
-    recording = data.parent / table.sound[row]
-    query = model.embed(pd.DataFrame({"sound": [str(recording)]}), "sound")[0]
-    names, vectors = model.class_vectors("sound")
-    expected = names[int(np.argmax(vectors @ query))]
+    recording = data.parent / table.sound[int(table.index[table.split == "test"][1])]
+    expected, _ = nearest_class(model, recording)
     ARTIFACTS.mkdir(exist_ok=True)
-    with (
-        LiveServer(ServeSettings(model_dir=model_dir, index_dir=db)) as server,
-        chromium() as browser,
-    ):
+    settings = ServeSettings(model_dir=model_dir, index_dir=image_db)
+    with LiveServer(settings) as server, chromium() as browser:
         browser.get(server.url + "/")
         wait = WebDriverWait(browser, 30)
         wait.until(lambda b: b.find_element(By.ID, "search-by-class").is_displayed())
