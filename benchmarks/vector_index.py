@@ -8,8 +8,8 @@ index and one of `--exact-rows` vectors searched exhaustively, and prints a mark
 build time, size on disk, p50/p99 latency of single queries (k=10, timed through
 `Index.search`, so DataFrame assembly included), and recall@10 against the exact top-10
 computed by numpy. The numpy baseline keeps the vectors in memory (its "disk" is the .npy file
-it would load) and computes every score per query. `--ef` and `--refine` try other ANN query
-settings without editing the library.
+it would load) and computes every score per query. `--ef` (several by commas, each searched
+on the one build) and `--refine` try other ANN query settings without editing the library.
 
 Data, cosine metric, unit vectors:
 - gaussian: isotropic Gaussian vectors, the worst case for any ANN (no structure; every
@@ -136,13 +136,18 @@ def build_index(folder: Path, base: np.ndarray, ann: bool) -> tuple[Index, float
     return index, time.perf_counter() - start
 
 
-def lancedb_row(folder: Path, base, queries, truth, ann: bool) -> dict:
+def lancedb_rows(folder: Path, base, queries, truth, ann: bool, efs: list[int]) -> list[dict]:
+    """One row per ANN query setting `ef` (the index built once), or one for exact search."""
     index, seconds = build_index(folder, base, ann)
+    mb = folder_mb(folder)
     search = lambda q: index.search(q, k=K, exact=not ann)[0]["id"].to_numpy()  # noqa: E731
-    latencies, found = timed_queries(search, queries)
-    mode = f"ANN IVF_HNSW_SQ, ef {search_index.ANN_EF}, refine ×{search_index.ANN_REFINE}"
-    mode = mode if ann else "exact"
-    return figures("LanceDB", mode, len(base), seconds, folder_mb(folder), latencies, found, truth)
+    rows = []
+    for ef in efs if ann else [search_index.ANN_EF]:
+        search_index.ANN_EF = ef  # read at each search
+        latencies, found = timed_queries(search, queries)
+        mode = f"ANN IVF_HNSW_SQ, ef {ef}, refine ×{search_index.ANN_REFINE}" if ann else "exact"
+        rows.append(figures("LanceDB", mode, len(base), seconds, mb, latencies, found, truth))
+    return rows
 
 
 def numpy_row(folder: Path, base, queries, truth) -> dict:
@@ -190,8 +195,8 @@ def run_distribution(distribution: str, args: argparse.Namespace, scratch: Path)
         truth = numpy_top_k(subset, queries)
         folder = scratch / f"{distribution}-{rows}-{'ann' if ann else 'exact'}"
         (folder / "numpy").mkdir(parents=True)
-        ours = lancedb_row(folder / "lancedb", subset, queries, truth, ann)
-        print(table_line(distribution, ours, goal(ours, ann, target)), flush=True)
+        for ours in lancedb_rows(folder / "lancedb", subset, queries, truth, ann, args.ef):
+            print(table_line(distribution, ours, goal(ours, ann, target)), flush=True)
         baseline = numpy_row(folder / "numpy", subset, queries, truth)
         print(table_line(distribution, baseline, ""), flush=True)
 
@@ -210,10 +215,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--exact-rows", type=int, default=100_000, help="rows searched exactly")
     parser.add_argument("--data", default="gaussian,clustered", help="distributions, by commas")
     parser.add_argument("--scratch", type=Path, default=None, help="folder for the indexes")
-    parser.add_argument("--ef", type=int, default=search_index.ANN_EF)
+    parser.add_argument(
+        "--ef", default=str(search_index.ANN_EF), help="ANN query settings, by commas (one build)"
+    )
     parser.add_argument("--refine", type=int, default=search_index.ANN_REFINE)
     args = parser.parse_args()
     args.data = args.data.split(",")
+    args.ef = [int(ef) for ef in args.ef.split(",")]
     if set(args.data) - set(DISTRIBUTIONS):
         parser.error(f"--data takes {', '.join(DISTRIBUTIONS)}")
     if args.exact_rows > args.rows or args.queries <= WARMUP:
@@ -223,7 +231,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    search_index.ANN_EF, search_index.ANN_REFINE = args.ef, args.refine  # read at each search
+    search_index.ANN_REFINE = args.refine  # read at each search
     torch.set_num_threads(1)
     print(machine())
     print(f"{args.rows:,} × {args.dim} vectors, {args.queries} queries, k={K}, cosine, 1 thread\n")
