@@ -97,3 +97,59 @@ def test_path_texts_resolves_every_cell_as_path_text_does(base):
     ]  # fmt: skip
     expected = [None if is_missing(cell) else path_text(cell, base) for cell in cells]
     assert path_texts(cells, base) == expected
+
+
+SIGTERM_HANDLED = """
+import os, signal, sys, time
+from pathlib import Path
+import numpy as np
+from polymodal.data.cache import FeatureCache
+from polymodal.data.files import decode_each
+
+def decode(path, data):
+    if path.name == "70.bin":  # in the second chunk: its worker is busy when the run stops
+        time.sleep(3600)
+    return np.array([os.getpid()])
+
+handler = lambda signum, frame: None  # a Python handler in the parent, as ray.init sets one
+signal.signal(signal.SIGTERM, handler)
+folder = Path(sys.argv[1])
+paths = [str(folder / f"{i}.bin") for i in range(int(sys.argv[2]))]
+results = decode_each(paths, decode, "key", FeatureCache(enabled=False))
+first = next(results)
+assert int(first[0]) != os.getpid(), "decoded by a forked worker"
+results.close()  # the run stops early (an error, Ctrl-C): the pool terminates its workers
+assert signal.getsignal(signal.SIGTERM) is handler, "the parent's handler is put back"
+print("the workers ended")
+"""
+
+
+def test_stopping_early_ends_a_busy_worker_despite_a_python_sigterm_handler(tmp_path):
+    """A worker that inherited a Python SIGTERM handler, busy in a long decode when the run
+    stops, would outlive the pool's SIGTERM, and the pool would wait for it forever."""
+    import subprocess
+    import sys
+
+    count = MIN_PARALLEL_FILES + 10
+    write_files(tmp_path / "files", count)
+    env = os.environ | {"POLYMODAL_WORKERS": "2"}
+    run = subprocess.run(
+        [sys.executable, "-c", SIGTERM_HANDLED, str(tmp_path / "files"), str(count)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "the workers ended" in run.stdout
+
+
+def test_no_workers_are_forked_in_a_process_connected_to_ray(tmp_path, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    names = write_files(tmp_path / "files", MIN_PARALLEL_FILES)
+    monkeypatch.setenv("POLYMODAL_WORKERS", "2")
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(is_initialized=lambda: True))
+    arrays, _ = decode(names, tmp_path / "files", FeatureCache(enabled=False))
+    assert {int(a[0]) for a in arrays if a is not None} == {os.getpid()}
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(is_initialized=lambda: False))
+    arrays, _ = decode(names, tmp_path / "files", FeatureCache(enabled=False))
+    assert os.getpid() not in {int(a[0]) for a in arrays if a is not None}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -145,10 +147,10 @@ def decode_each(
     paths: list[str], decode: Decoder, key: str, cache: FeatureCache
 ) -> Iterator[np.ndarray | str]:
     """`_decode_one` over `paths`, in order: in this process for a few files or where fork is
-    unsafe (not Linux), else spread over `decode_workers()` forked processes."""
+    unsafe (`fork_is_safe`), else spread over `decode_workers()` forked processes."""
     workers = min(decode_workers(), -(-len(paths) // CHUNK_FILES))
     chunks = [paths[start : start + CHUNK_FILES] for start in range(0, len(paths), CHUNK_FILES)]
-    if workers < 2 or len(paths) < MIN_PARALLEL_FILES or not sys.platform.startswith("linux"):
+    if workers < 2 or len(paths) < MIN_PARALLEL_FILES or not fork_is_safe():
         for chunk in chunks:
             with one_torch_thread():
                 results = [_decode_one(Path(path), decode, key, cache) for path in chunk]
@@ -157,7 +159,9 @@ def decode_each(
     global _WORK
     _WORK = (decode, key, cache)  # inherited by the forked workers
     try:
-        with multiprocessing.get_context("fork").Pool(workers, _start_worker) as pool:
+        with default_sigterm():  # the workers are forked here and keep it
+            pool = multiprocessing.get_context("fork").Pool(workers, _start_worker)
+        with pool:
             for results, hits, misses in pool.imap(_decode_chunk, chunks):
                 cache.hits += hits
                 cache.misses += misses
@@ -166,11 +170,43 @@ def decode_each(
         _WORK = None
 
 
+def fork_is_safe() -> bool:
+    """Whether decoding workers may be forked from this process: on Linux, and not in a
+    process connected to Ray (a driver or a Ray worker), whose threads (gRPC among them) can
+    leave a forked child stuck on a lock; Ray's own workers already fill the cores."""
+    if not sys.platform.startswith("linux"):
+        return False
+    ray = sys.modules.get("ray")
+    return ray is None or not ray.is_initialized()
+
+
+@contextmanager
+def default_sigterm() -> Iterator[None]:
+    """SIGTERM at its default action while the block forks, so the pool's `terminate` kills
+    every worker. A Python handler in the parent (`ray.init` sets one, and keeps it after
+    `ray.shutdown`) would be inherited, and it runs only between bytecodes: a worker stuck in
+    C code, as a child forked beside foreign threads can be, would outlive the SIGTERM and the
+    pool would wait for it forever (seen in CI: a 600 s test timeout). Only the main thread
+    may change handlers, and one set from C cannot be put back: then nothing is changed."""
+    current = signal.getsignal(signal.SIGTERM)
+    if current is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, current)
+
+
 _WORK: tuple[Decoder, str, FeatureCache] | None = None
 
 
 def _start_worker() -> None:
-    """One torch thread per worker: the workers already fill the cores."""
+    """Default SIGTERM also in a worker forked later (the pool replaces one that died, from a
+    thread of its own, where `default_sigterm` cannot act). One torch thread per worker: the
+    workers already fill the cores."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     import torch
 
     torch.set_num_threads(1)
