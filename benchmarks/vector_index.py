@@ -1,4 +1,5 @@
-"""The vector index (polymodal.search, LanceDB) against numpy brute force.
+"""The vector index (polymodal.search: LanceDB, and FAISS past a row threshold) against
+numpy brute force and two other approximate indexes.
 
     .venv/bin/python benchmarks/vector_index.py [--rows 1000000] [--dim 256] [--queries 200]
                                                 [--exact-rows 100000]
@@ -7,23 +8,34 @@ For each distribution it builds an index of `--rows` vectors with the approximat
 index and one of `--exact-rows` vectors searched exhaustively, and prints a markdown table:
 build time, size on disk, p50/p99 latency of single queries (k=10, timed through
 `Index.search`, so DataFrame assembly included), and recall@10 against the exact top-10
-computed by numpy. The numpy baseline keeps the vectors in memory (its "disk" is the .npy file
-it would load) and computes every score per query. `--ef` (several by commas, each searched
-on the one build) and `--refine` try other ANN query settings without editing the library.
+computed by numpy. `--probes` (shares of the cells, several by commas, each searched on the
+one build) sets `IndexSettings.ann_probes`.
+
+`--engines` picks the rows (default polymodal,numpy):
+- polymodal: `polymodal.search.Index`, approximate at `--rows`, exact at `--exact-rows`;
+- numpy: brute force, the vectors in memory (its "disk" is the .npy file it would load);
+- lancedb-hnsw: LanceDB's own IVF_HNSW_SQ index (what `Index` used before FAISS), `--ef`
+  settings, 2 × k candidates re-ranked;
+- usearch: HNSW (connectivity 32, expansion 200 while adding), `--usearch-ef` settings; it
+  builds its graph on every core (one thread takes about 2× as long), searches on one; it
+  comes with the `bench` extra.
+The peers return ids only; `Index.search` also returns each hit's stored columns.
 
 Data, cosine metric, unit vectors:
 - gaussian: isotropic Gaussian vectors, the worst case for any ANN (no structure; every
   neighbour nearly as far as the next);
 - clustered: a mixture of Gaussians (`rows // 1000` centres, noise 0.7 × the centre's scale
-  per dimension), which behaves more like real embeddings. Real model embeddings at 1M rows
-  are not available offline here, so these two stand in for them.
+  per dimension);
+- embeddings: real model embeddings, read from `--embeddings` (the folder that
+  `benchmarks/image_embeddings.py` writes: AV-MNIST images through a match model's image
+  tower, augmented to a million).
 
 Threads: every latency is on ONE thread. Before numpy or LanceDB load, the script sets
 OMP/OPENBLAS/MKL_NUM_THREADS=1 (numpy's BLAS), LANCE_CPU_THREADS=1 and RAYON_NUM_THREADS=1
 (LanceDB's compute pools), and it calls torch.set_num_threads(1). LANCE_IO_THREADS stays at its
 default: set to 1, LanceDB 0.40.0 hangs while training an index (observed here). The
-settings hold for the whole process, so build times are single-threaded too (the 1M-row
-graph takes minutes); `Index` itself sets no limits and builds on every core.
+settings hold for the whole process, so build times are single-threaded too (usearch's
+excepted); `Index` itself sets no limits and builds on every core.
 
 Goals printed beside the figures: recall@10 >= 0.95 at p50 <= 10 ms for ANN at 1M rows;
 exact search p50 <= 50 ms at 100k rows.
@@ -52,22 +64,31 @@ from common import ROOT, machine  # noqa: E402
 sys.path.insert(0, str(ROOT / "src"))
 
 from polymodal.search import Index  # noqa: E402
-from polymodal.search import index as search_index  # noqa: E402
 
 K = 10
 ADD_CHUNK = 100_000  # rows per Index.add and per block of numpy work, to bound memory
 WARMUP = 5  # queries run before timing (opening files, loading the index)
 ANN_GOAL = (0.95, 10.0)  # recall@10, p50 ms
 EXACT_GOAL = 50.0  # p50 ms
-DISTRIBUTIONS = ("gaussian", "clustered")
+DISTRIBUTIONS = ("gaussian", "clustered", "embeddings")
+ENGINES = ("polymodal", "numpy", "lancedb-hnsw", "usearch")
+PEERS_OF_ANN = ("lancedb-hnsw", "usearch")  # approximate only: not run on the exact-search rows
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def make_data(distribution: str, rows: int, queries: int, dim: int, seed: int = 0):
-    """Base vectors and held-out queries drawn from the same distribution."""
+def make_data(distribution: str, args: argparse.Namespace, seed: int = 0):
+    """Base vectors and held-out queries drawn from the same distribution, or read from the
+    files `benchmarks/image_embeddings.py` writes."""
+    rows, queries, dim = args.rows, args.queries, args.dim
+    if distribution == "embeddings":
+        base = np.load(args.embeddings / "vectors.npy", mmap_mode="r")
+        held_out = np.load(args.embeddings / "queries.npy")
+        if len(base) < rows or len(held_out) < queries:
+            sys.exit(f"{args.embeddings} holds {len(base):,} vectors and {len(held_out)} queries")
+        return unit(np.asarray(base[:rows])), unit(held_out[:queries])
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(16, rows // 1000), dim), dtype=np.float32)
 
@@ -136,17 +157,76 @@ def build_index(folder: Path, base: np.ndarray, ann: bool) -> tuple[Index, float
     return index, time.perf_counter() - start
 
 
-def lancedb_rows(folder: Path, base, queries, truth, ann: bool, efs: list[int]) -> list[dict]:
-    """One row per ANN query setting `ef` (the index built once), or one for exact search."""
+def polymodal_rows(folder: Path, base, queries, truth, ann: bool, probes: list[float]) -> list:
+    """One row per share of cells probed (the index built once), or one for exact search."""
     index, seconds = build_index(folder, base, ann)
     mb = folder_mb(folder)
     search = lambda q: index.search(q, k=K, exact=not ann)[0]["id"].to_numpy()  # noqa: E731
-    rows = []
-    for ef in efs if ann else [search_index.ANN_EF]:
-        search_index.ANN_EF = ef  # read at each search
+    if not ann:
         latencies, found = timed_queries(search, queries)
-        mode = f"ANN IVF_HNSW_SQ, ef {ef}, refine ×{search_index.ANN_REFINE}" if ann else "exact"
+        return [
+            figures(
+                "polymodal", "exact (in memory)", len(base), seconds, mb, latencies, found, truth
+            )
+        ]
+    rows = []
+    for share in probes:
+        index.settings = index.settings.model_copy(update={"ann_probes": share})  # read per search
+        latencies, found = timed_queries(search, queries)
+        mode = f"approximate (FAISS IVF-PQ 4-bit fast scan), {share:g} of cells probed"
+        rows.append(figures("polymodal", mode, len(base), seconds, mb, latencies, found, truth))
+    return rows
+
+
+def lancedb_hnsw_rows(folder: Path, base, queries, truth, efs: list[int]) -> list[dict]:
+    """LanceDB's own IVF_HNSW_SQ index on a plain table, a row per query setting `ef`."""
+    import lancedb
+    import pyarrow as pa
+    from lancedb.index import HnswSq
+
+    start = time.perf_counter()
+    table = lancedb.connect(str(folder)).create_table(
+        "vectors",
+        pa.table(
+            {
+                "id": np.arange(len(base)),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.ravel()), base.shape[1]),
+            }
+        ),
+    )
+    table.create_index("vector", config=HnswSq(distance_type="cosine"))
+    seconds = time.perf_counter() - start
+    rows = []
+    for ef in efs:
+
+        def search(query: np.ndarray, ef: int = ef) -> np.ndarray:
+            hits = table.search(query).distance_type("cosine").limit(K).ef(ef).refine_factor(2)
+            return hits.select(["id", "_distance"]).to_arrow()["id"].to_numpy()
+
+        latencies, found = timed_queries(search, queries)
+        mode = f"IVF_HNSW_SQ, ef {ef}, refine ×2"
+        mb = folder_mb(folder)
         rows.append(figures("LanceDB", mode, len(base), seconds, mb, latencies, found, truth))
+    return rows
+
+
+def usearch_rows(folder: Path, base, queries, truth, efs: list[int]) -> list[dict]:
+    """HNSW over float32 vectors, built on every core, a row per search expansion."""
+    from usearch.index import Index as Graph
+
+    start = time.perf_counter()
+    graph = Graph(ndim=base.shape[1], metric="ip", connectivity=32, expansion_add=200)
+    graph.add(np.arange(len(base)), base, threads=0)
+    graph.save(str(folder / "hnsw.usearch"))
+    seconds = time.perf_counter() - start
+    rows = []
+    for ef in efs:
+        graph.expansion_search = ef
+        search = lambda q: graph.search(q, K, threads=1).keys  # noqa: E731
+        latencies, found = timed_queries(search, queries)
+        mode = f"HNSW M 32, ef {ef} (built on every core)"
+        mb = folder_mb(folder)
+        rows.append(figures("usearch", mode, len(base), seconds, mb, latencies, found, truth))
     return rows
 
 
@@ -189,16 +269,28 @@ def goal(row: dict, ann: bool, target_rows: int) -> str:
 def run_distribution(distribution: str, args: argparse.Namespace, scratch: Path) -> None:
     """Four table lines for one distribution: LanceDB ANN and numpy at --rows, LanceDB exact
     and numpy at --exact-rows."""
-    base, queries = make_data(distribution, args.rows, args.queries, args.dim)
+    base, queries = make_data(distribution, args)
     for rows, ann, target in ((args.rows, True, 1_000_000), (args.exact_rows, False, 100_000)):
         subset = base[:rows]
         truth = numpy_top_k(subset, queries)
         folder = scratch / f"{distribution}-{rows}-{'ann' if ann else 'exact'}"
-        (folder / "numpy").mkdir(parents=True)
-        for ours in lancedb_rows(folder / "lancedb", subset, queries, truth, ann, args.ef):
-            print(table_line(distribution, ours, goal(ours, ann, target)), flush=True)
-        baseline = numpy_row(folder / "numpy", subset, queries, truth)
-        print(table_line(distribution, baseline, ""), flush=True)
+        for engine in args.engines:
+            if engine in PEERS_OF_ANN and not ann:
+                continue
+            (folder / engine).mkdir(parents=True)
+            for row in engine_rows(engine, folder / engine, subset, queries, truth, ann, args):
+                row_goal = goal(row, ann, target) if engine != "numpy" else ""
+                print(table_line(distribution, row, row_goal), flush=True)
+
+
+def engine_rows(engine: str, folder: Path, base, queries, truth, ann: bool, args) -> list[dict]:
+    if engine == "polymodal":
+        return polymodal_rows(folder, base, queries, truth, ann, args.probes)
+    if engine == "lancedb-hnsw":
+        return lancedb_hnsw_rows(folder, base, queries, truth, args.ef)
+    if engine == "usearch":
+        return usearch_rows(folder, base, queries, truth, args.usearch_ef)
+    return [numpy_row(folder, base, queries, truth)]
 
 
 def table_line(distribution: str, row: dict, row_goal: str) -> str:
@@ -214,16 +306,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact-rows", type=int, default=100_000, help="rows searched exactly")
     parser.add_argument("--data", default="gaussian,clustered", help="distributions, by commas")
-    parser.add_argument("--scratch", type=Path, default=None, help="folder for the indexes")
     parser.add_argument(
-        "--ef", default=str(search_index.ANN_EF), help="ANN query settings, by commas (one build)"
+        "--embeddings",
+        type=Path,
+        default=ROOT / "runs" / "embeddings",
+        help="for --data embeddings: the folder benchmarks/image_embeddings.py wrote",
     )
-    parser.add_argument("--refine", type=int, default=search_index.ANN_REFINE)
+    parser.add_argument("--scratch", type=Path, default=None, help="folder for the indexes")
+    parser.add_argument("--engines", default="polymodal,numpy", help=", ".join(ENGINES))
+    parser.add_argument("--probes", default="1", help="shares of cells probed, by commas")
+    parser.add_argument("--ef", default="400,1600", help="LanceDB's HNSW settings, by commas")
+    parser.add_argument("--usearch-ef", default="256,1024", help="usearch settings, by commas")
     args = parser.parse_args()
     args.data = args.data.split(",")
+    args.engines = args.engines.split(",")
     args.ef = [int(ef) for ef in args.ef.split(",")]
+    args.probes = [float(share) for share in args.probes.split(",")]
+    args.usearch_ef = [int(ef) for ef in args.usearch_ef.split(",")]
     if set(args.data) - set(DISTRIBUTIONS):
         parser.error(f"--data takes {', '.join(DISTRIBUTIONS)}")
+    if set(args.engines) - set(ENGINES):
+        parser.error(f"--engines takes {', '.join(ENGINES)}")
+    if not all(0 < share <= 1 for share in args.probes):
+        parser.error("--probes takes shares in (0, 1]")
     if args.exact_rows > args.rows or args.queries <= WARMUP:
         parser.error(f"--exact-rows must be at most --rows, and --queries above {WARMUP}")
     return args
@@ -231,7 +336,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    search_index.ANN_REFINE = args.refine  # read at each search
     torch.set_num_threads(1)
     print(machine())
     print(f"{args.rows:,} × {args.dim} vectors, {args.queries} queries, k={K}, cosine, 1 thread\n")
@@ -239,6 +343,8 @@ def main() -> None:
         "| data | engine | mode | rows | build s | disk MB | p50 ms | p99 ms | recall@10 | goal |"
     )
     print("|" + "---|" * 10, flush=True)
+    if args.scratch is not None:
+        Path(args.scratch).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
         for distribution in args.data:
             run_distribution(distribution, args, Path(scratch))

@@ -1,21 +1,16 @@
 """A folder on disk that holds vectors with their metadata and finds the nearest ones.
 
 The vectors live in one LanceDB table (embedded, no server: the folder is the database), the
-settings beside it in `index.json`. Search is exact (every row compared) while the table is
-small, because then it is fast enough and needs no index that could miss anything; past
-`ann_threshold` rows an approximate index is built once and kept. Rows added later are
-searched exactly beside the index (LanceDB scans unindexed rows), and deleted rows are masked
-out, so neither adding nor deleting ever rebuilds it; `Index.optimize()` folds new rows into
-it and compacts the files.
+settings beside it in `index.json`; LanceDB evaluates metadata filters. A process that
+searches holds the rows in memory (`resident.py`, which says why) and ranks there. Search is
+exact (every row compared) while the table is small, because then it is fast enough and needs
+no index that could miss anything; past `ann_threshold` rows an approximate index is built
+once and kept. Neither adding nor deleting rows rebuilds it; `Index.optimize()` compacts the
+table's files.
 
-The approximate index is IVF_HNSW_SQ (a graph over 8-bit scalar-quantised vectors) whose
-candidates are re-ranked on the full vectors (`ANN_REFINE`). Measured on 20k-50k vectors of
-dim 128-256 on one thread (`benchmarks/vector_index.py`), it found the exact top-10 of
-clustered vectors (recall@10 0.99-1.0) in 3-6 ms, and with `ANN_EF` 400 reached 0.91 on
-isotropic Gaussian noise, the worst case (0.53 at ef 100; at 200k Gaussian vectors only 0.37,
-while 200k clustered ones stayed at 1.0: BENCHMARKS.md). IVF_PQ and IVF_RQ stayed below 0.7
-recall on the clustered vectors even re-ranking 10 × k candidates; IVF_SQ was exact at that
-size only because it probed every partition, and its cost per probe grows with the table.
+The approximate index is FAISS's (`approximate.py`, which says why not LanceDB's own): built
+once from the table, it takes rows as they are added and drops them as they are deleted, so
+it always covers every row; its file `ann.faiss` lies beside the table.
 
 One writer at a time: ids are handed out from `index.json`, which two writers would race on.
 """
@@ -34,18 +29,17 @@ from pydantic import Field
 
 try:
     import lancedb
-    from lancedb.index import HnswSq
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("polymodal.search needs LanceDB: pip install lancedb") from error
 
 from polymodal.config import Strict
+from polymodal.search.approximate import CANDIDATES, FILE, MIN_ROWS, Approximate
+from polymodal.search.resident import Resident
 
 SETTINGS_FILE = "index.json"
 TABLE = "vectors"
 FORMAT_VERSION = 1
 RESERVED = ("id", "vector", "score")  # metadata may not use these, nor names starting "_"
-ANN_EF = 400  # graph candidates per query (at least 4 × those re-ranked); more: better recall
-ANN_REFINE = 2  # re-rank k × this candidates on the full vectors
 ID_CHUNK = 10_000  # ids per delete statement, to keep the SQL short
 # Miniblock pages read a scan of fixed-size vectors ~3× faster than LanceDB's default
 # layout for large values (measured: 50k × 256 exact search, 17 ms against 50 ms).
@@ -65,6 +59,13 @@ class IndexSettings(Strict):
     ann_threshold: int = Field(
         100_000, ge=1, description="rows from which search uses the approximate index"
     )
+    ann_probes: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of the approximate index's cells a query probes: 1 compares every "
+        "row's codes (recall on any data); less is faster where the vectors form clusters",
+    )
     next_id: int = Field(0, ge=0, description="the next id to hand out; ids are never reused")
 
 
@@ -76,7 +77,9 @@ class Index:
         self.folder = folder
         self.settings = settings
         self._db = lancedb.connect(str(folder))
-        self._has_ann = False
+        self._approximate: Approximate | None = None  # read on first use
+        self._resident: Resident | None = None  # read on first approximate search
+        self._rows: int | None = None  # the table's row count, once counted
         try:
             self._table = self._db.open_table(TABLE)
         except ValueError:  # nothing added yet: the table's columns come with the first rows
@@ -131,7 +134,9 @@ class Index:
         return cls(folder, settings)
 
     def __len__(self) -> int:
-        return 0 if self._table is None else self._table.count_rows()
+        if self._rows is None:  # counted once after each write: a LanceDB call costs ms
+            self._rows = 0 if self._table is None else self._table.count_rows()
+        return self._rows
 
     def __repr__(self) -> str:
         s = self.settings
@@ -147,19 +152,13 @@ class Index:
     @property
     def has_ann(self) -> bool:
         """Whether the approximate index has been built."""
-        if not self._has_ann and self._table is not None:  # once built, it stays
-            self._has_ann = any(c.columns == ["vector"] for c in self._table.list_indices())
-        return self._has_ann
+        return (self.folder / FILE).is_file()
 
     @property
     def unindexed_rows(self) -> int:
-        """Rows the approximate index does not cover yet: searched exhaustively beside it
-        until `optimize` folds them in. Every row while there is no approximate index."""
-        configs = self._table.list_indices() if self._table is not None else []
-        for config in configs:
-            if config.columns == ["vector"]:
-                return config.num_unindexed_rows or 0
-        return len(self)
+        """Rows the approximate index does not cover: none once it is built (rows added later
+        go into it at once), every row before."""
+        return 0 if self.has_ann else len(self)
 
     # ------------------------------------------------------------------ writing
     def add(self, vectors: np.ndarray, metadata: pd.DataFrame | None = None) -> np.ndarray:
@@ -187,12 +186,17 @@ class Index:
         # Reserve the ids before writing rows: a crash in between skips ids, never reuses them.
         self.settings = self.settings.model_copy(update={"next_id": first + len(vectors)})
         write_settings(self.folder, self.settings)
+        self._rows = None
         if self._table is None:
             self._table = self._db.create_table(TABLE, rows)
             return ids
         if new_columns:
             self._table.add_columns(new_columns)
         self._table.add(rows)
+        if self.has_ann:
+            self._stored_approximate().add(ids, vectors)
+        if self._resident is not None:
+            self._resident.add(rows, vectors)
         return ids
 
     def _aligned(self, rows: pa.Table) -> tuple[pa.Table, list[pa.Field]]:
@@ -219,35 +223,70 @@ class Index:
 
     def delete(self, ids: np.ndarray | list[int] | None = None, where: str | None = None) -> int:
         """Remove rows by id, by a SQL filter on metadata (`"split = 'test'"`), or both
-        (rows matching both); returns how many went. Rows are masked, nothing is rebuilt."""
+        (rows matching both); returns how many went. Nothing is rebuilt."""
         if ids is None and where is None:
             raise ValueError("delete needs ids, a where filter, or both")
         if self._table is None:
             return 0
-        before = len(self)
+        gone = self._matching_ids(ids, where)
+        self._rows = None
+        for start in range(0, len(gone), ID_CHUNK):
+            self._table.delete(
+                f"id IN ({', '.join(str(i) for i in gone[start : start + ID_CHUNK])})"
+            )
+        if len(gone) and self.has_ann:
+            self._stored_approximate().remove(gone)
+        if self._resident is not None:
+            self._resident.remove(gone)
+        return len(gone)
+
+    def _matching_ids(self, ids: np.ndarray | list[int] | None, where: str | None) -> np.ndarray:
+        """The stored ids among `ids` (all when None) whose rows match `where` (all when
+        None), ascending."""
         if ids is None:
-            self._table.delete(where)
-            return before - len(self)
+            query = self._table.search().where(where).select(["id"]).limit(max(1, len(self)))
+            return np.sort(query.to_arrow()["id"].to_numpy())
         ids = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        found = []
         for start in range(0, len(ids), ID_CHUNK):
-            listed = ", ".join(str(i) for i in ids[start : start + ID_CHUNK])
-            condition = f"id IN ({listed})"
-            self._table.delete(condition if where is None else f"({condition}) AND ({where})")
-        return before - len(self)
+            chunk = ids[start : start + ID_CHUNK]
+            condition = f"id IN ({', '.join(str(i) for i in chunk)})"
+            condition = condition if where is None else f"({condition}) AND ({where})"
+            query = self._table.search().where(condition).select(["id"]).limit(len(chunk))
+            found.append(query.to_arrow()["id"].to_numpy())
+        return np.sort(np.concatenate(found)) if found else ids[:0]
 
     def optimize(self) -> None:
         """Build the approximate index once the table reaches `ann_threshold` rows, then
-        compact the files and fold rows added since into the index (no retraining)."""
+        compact the table's files."""
         if self._table is None:
             return
-        if not self.has_ann and len(self) >= self.settings.ann_threshold:
-            self._build_ann()
+        if not self.has_ann and len(self) >= max(self.settings.ann_threshold, MIN_ROWS):
+            self._approximate_index()
         self._table.optimize()
 
-    def _build_ann(self) -> None:
-        self._table.create_index(
-            "vector", config=HnswSq(distance_type=self.settings.metric), replace=True
-        )
+    def _stored_approximate(self) -> Approximate:
+        """The approximate index as its file holds it (which `has_ann` says exists)."""
+        if self._approximate is None:
+            self._approximate = Approximate.load(self.folder / FILE)
+        return self._approximate
+
+    def _approximate_index(self) -> Approximate:
+        """The approximate index, built from the table when there is none or when it and the
+        table disagree (as after a crash between the two writes)."""
+        if self.has_ann:
+            self._stored_approximate()
+        if self._approximate is None or len(self._approximate) != len(self):
+            resident = self._resident_rows()
+            self._approximate = Approximate.train(
+                self.folder / FILE, resident.vectors, resident.ids, self.settings.metric
+            )
+        return self._approximate
+
+    def _resident_rows(self) -> Resident:
+        if self._resident is None:
+            self._resident = Resident.read(self._table.to_arrow())
+        return self._resident
 
     # ------------------------------------------------------------------ reading
     def search(
@@ -264,7 +303,8 @@ class Index:
         the Euclidean distance (l2), lower better. `where` filters before ranking, so k rows
         come back whenever k rows match. `exact=None` compares every row below
         `ann_threshold` rows and uses the approximate index (building it if needed) above;
-        True or False forces one or the other.
+        True or False forces one or the other, except that a table under `MIN_ROWS` (1,000)
+        rows is always compared exactly.
         """
         queries = self._checked(queries, "queries")
         if k < 1:
@@ -274,9 +314,13 @@ class Index:
             return [empty.copy() for _ in range(len(queries))]
         if exact is None:
             exact = len(self) < self.settings.ann_threshold
-        if not exact and not self.has_ann:
-            self._build_ann()
-        return self._query(queries, k, where, exact)
+        resident = self._resident_rows()
+        among = None if where is None else resident.positions(self._matching_ids(None, where))
+        if exact or len(self) < MIN_ROWS or (among is not None and len(among) == 0):
+            found = resident.nearest(queries, k, self.settings.metric, among)
+        else:
+            found = self._approximate_nearest(queries, k, among)
+        return [resident.frame(positions, scores) for positions, scores in found]
 
     def rows(self, ids: np.ndarray | list[int]) -> pd.DataFrame:
         """The stored rows with these ids (id, then the metadata; no vectors), by id; ids
@@ -293,40 +337,20 @@ class Index:
             frames.append(query.limit(len(chunk)).to_pandas())
         return pd.concat(frames).sort_values("id").reset_index(drop=True)
 
-    def _query(
-        self, queries: np.ndarray, k: int, where: str | None, exact: bool
-    ) -> list[pd.DataFrame]:
-        metadata = self.metadata_columns
-        target = list(queries) if len(queries) > 1 else queries[0]
-        query = self._table.search(target, vector_column_name="vector")
-        query = query.distance_type(self.settings.metric).limit(k)
-        query = query.select(["id", "_distance", *metadata])
-        if where is not None:
-            query = query.where(where, prefilter=True)
-        if exact:
-            query = query.bypass_vector_index()
-        else:
-            query = query.ef(max(ANN_EF, 4 * k * ANN_REFINE)).refine_factor(ANN_REFINE)
-            query = query.maximum_nprobes(0)  # a narrow filter may probe more partitions
-        found = query.to_arrow()
-        distance = found["_distance"].to_numpy().astype(np.float64)
-        number = np.zeros(len(found), dtype=np.int64)
-        if "query_index" in found.column_names:  # LanceDB tags rows only for several queries
-            number = found["query_index"].to_numpy()
-        order = np.lexsort((distance, number))  # by query, then best first
-        frame = found.select(["id", *metadata]).take(order).to_pandas()
-        frame.insert(1, "score", self._score(distance[order]))
-        bounds = np.searchsorted(number[order], np.arange(len(queries) + 1))
+    def _approximate_nearest(
+        self, queries: np.ndarray, k: int, among: np.ndarray | None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Candidates from the approximate index (only rows `among`, when given), each
+        query's ranked on their full vectors."""
+        resident = self._resident_rows()
+        allowed = None if among is None else resident.ids[among]
+        candidates = self._approximate_index().candidates(
+            queries, max(CANDIDATES, 4 * k), self.settings.ann_probes, allowed
+        )
         return [
-            frame.iloc[a:b].reset_index(drop=True)
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            resident.nearest(query[None], k, self.settings.metric, resident.positions(found))[0]
+            for query, found in zip(queries, candidates, strict=True)
         ]
-
-    def _score(self, distance: np.ndarray) -> np.ndarray:
-        """LanceDB's distance as the score the caller asked for."""
-        if self.settings.metric == "l2":  # LanceDB gives the squared distance
-            return np.sqrt(np.maximum(distance, 0.0))
-        return 1.0 - distance  # LanceDB gives 1 - similarity for both cosine and dot
 
     def _checked(self, vectors: np.ndarray, what: str) -> np.ndarray:
         """[n, dim] float32, finite and (for cosine) of unit length; a [dim] vector is one row."""
