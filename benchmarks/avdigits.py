@@ -10,8 +10,9 @@ has been run.
 
     .venv/bin/python benchmarks/build_avdigits.py
     .venv/bin/python benchmarks/pocketsphinx_peer.py [--utterances 84]  # all 3,300 files: ~4 h
-    .venv/bin/python -m benchmarks.avdigits --epochs 100 --patience 20 --augment \
-        --modality-dropout 0.25 --max-minutes 32       # BENCHMARKS.md's run, about 1 h 15 min
+    .venv/bin/python -m benchmarks.avdigits --epochs 100 --patience 8 --augment \
+        --modality-dropout 0.25 --max-minutes 78 --setups audio+video \
+        --audio-encoder audio_cnn_fine --memory-layers 1   # BENCHMARKS.md's latest audio + video
 
 With the peer run on `--utterances N`, a second table scores polymodal's models on those N
 utterances beside pocketsphinx.
@@ -163,7 +164,13 @@ def main() -> None:
     parser.add_argument(
         "--modality-dropout", type=float, default=0.0, help="chance an input is hidden per row"
     )
-    parser.add_argument("--fps", type=float, default=10.0)
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=25.0,
+        help="video frames read per second: the files' own 25 (at 10, a pause between two "
+        "identical digits can fall between frames)",
+    )
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument(
         "--audio-encoder", default="audio_cnn", help="audio_cnn_fine: a token per 40 ms, not 80"
