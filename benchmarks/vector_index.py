@@ -267,8 +267,8 @@ def goal(row: dict, ann: bool, target_rows: int) -> str:
 
 
 def run_distribution(distribution: str, args: argparse.Namespace, scratch: Path) -> None:
-    """Four table lines for one distribution: LanceDB ANN and numpy at --rows, LanceDB exact
-    and numpy at --exact-rows."""
+    """Table lines for one distribution: every engine at --rows (polymodal approximate), then
+    polymodal (exact) and numpy at --exact-rows; the approximate-only peers skip those."""
     base, queries = make_data(distribution, args)
     for rows, ann, target in ((args.rows, True, 1_000_000), (args.exact_rows, False, 100_000)):
         subset = base[:rows]
