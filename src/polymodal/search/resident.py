@@ -69,22 +69,14 @@ class Resident:
         """For each query, the positions of its `k` nearest rows (all rows, or the positions
         `among`), best first, and their scores: cosine or inner product (higher better) or
         Euclidean distance (lower better)."""
+        vectors = self.vectors if among is None else self.vectors[among]  # gathered once
+        squared = self.squared if among is None else self.squared[among]
         found = []
         for start in range(0, len(queries), QUERY_BLOCK):
             block = queries[start : start + QUERY_BLOCK]
-            for scores in self.scores(block, metric, among):
+            for scores in block_scores(block, vectors, squared, metric):
                 found.append(top_k(scores, k, metric, among))
         return found
-
-    def scores(self, queries: np.ndarray, metric: str, among: np.ndarray | None) -> np.ndarray:
-        """[q, rows] scores of the queries against every row (or the rows `among`)."""
-        vectors = self.vectors if among is None else self.vectors[among]
-        dots = (queries @ vectors.T).astype(np.float64)
-        if metric != "l2":
-            return dots
-        squared = self.squared if among is None else self.squared[among]
-        query_squared = np.einsum("ij,ij->i", queries, queries, dtype=np.float64)[:, None]
-        return np.sqrt(np.maximum(squared[None, :] - 2.0 * dots + query_squared, 0.0))
 
     def frame(self, positions: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
         """The hits as `Index.search` returns them: id, score, then the metadata."""
@@ -93,6 +85,17 @@ class Resident:
         for name in metadata.column_names:  # (a table without columns keeps no row count)
             hits = hits.append_column(name, metadata[name])
         return hits.to_pandas()
+
+
+def block_scores(
+    queries: np.ndarray, vectors: np.ndarray, squared: np.ndarray, metric: str
+) -> np.ndarray:
+    """[q, rows] scores of the queries against `vectors` (whose squared norms are `squared`)."""
+    dots = (queries @ vectors.T).astype(np.float64)
+    if metric != "l2":
+        return dots
+    query_squared = np.einsum("ij,ij->i", queries, queries, dtype=np.float64)[:, None]
+    return np.sqrt(np.maximum(squared[None, :] - 2.0 * dots + query_squared, 0.0))
 
 
 def top_k(
