@@ -30,6 +30,7 @@ import pandas as pd
 from benchmarks.common import ROOT, machine, require
 from polymodal import Model
 from polymodal.config import Config
+from polymodal.options import parse_modality_dropout
 from polymodal.tasks.text.metrics import word_error_rate
 
 DATA = ROOT / "benchmarks" / "data" / "avdigits"
@@ -162,7 +163,10 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=8, help="epochs without a better WER")
     parser.add_argument("--augment", action="store_true", help="SpecAugment-style masks etc.")
     parser.add_argument(
-        "--modality-dropout", type=float, default=0.0, help="chance an input is hidden per row"
+        "--modality-dropout",
+        type=parse_modality_dropout,
+        default=0.0,
+        help="chance an input is hidden per row: one for both, or audio=P,video=Q",
     )
     parser.add_argument(
         "--fps",

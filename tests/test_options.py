@@ -7,7 +7,13 @@ from typer.testing import CliRunner
 
 from polymodal.cli import app
 from polymodal.config import Config, ConfigError, EncoderChoice, TargetConfig, load_config
-from polymodal.options import CONFIG_OPTIONS, apply_options, flag, settings_from
+from polymodal.options import (
+    CONFIG_OPTIONS,
+    apply_options,
+    flag,
+    parse_modality_dropout,
+    settings_from,
+)
 
 GIVEN = {
     "target": ("label,mood", None),
@@ -136,3 +142,15 @@ def test_presets_from_the_python_api(tmp_path):
     assert apply_preset(config, "fast").model.encoders == config.model.encoders
     with pytest.raises(ConfigError, match="fast, accurate"):
         apply_preset(config, "slow")
+
+
+def test_modality_dropout_takes_one_chance_or_one_per_column():
+    assert parse_modality_dropout("0.3") == 0.3
+    assert parse_modality_dropout(" video=0.5, audio=0.1") == {"video": 0.5, "audio": 0.1}
+    config = apply_options(Config(), {"modality_dropout": "video=0.5"})
+    assert config.train.modality_dropout == {"video": 0.5}
+    for bad in ("x", "video=", "=0.3", "video=0.5,audio", ""):
+        with pytest.raises(ConfigError, match="COLUMN=CHANCE"):
+            parse_modality_dropout(bad)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        Config.model_validate({"train": {"modality_dropout": {"video": 1.5}}})

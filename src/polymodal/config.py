@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class Strict(BaseModel):
@@ -160,8 +167,10 @@ class TrainSettings(Strict):
     max_time: str | None = Field(None, description="wall-clock limit, DD:HH:MM:SS or minutes")
     seed: int = 0
     valid_fraction: float = 0.1
-    modality_dropout: float = Field(
-        0.0, description="drop whole inputs while training: robust to missing ones, at a cost"
+    modality_dropout: float | dict[str, float] = Field(
+        0.0,
+        description="drop whole inputs while training: robust to missing ones, at a cost; one "
+        "chance for every input, or {column: chance} (inputs not named: never dropped)",
     )
     augment: bool = Field(False, description="random shifts (images), SpecAugment (audio)")
     precision: Literal["auto", "32", "bf16"] = Field(
@@ -193,6 +202,14 @@ class TrainSettings(Strict):
         description="seconds a training process waits for the others (at the start, while they "
         "prepare their data, and at every step) before the run stops with an error",
     )
+
+    @field_validator("modality_dropout")
+    @classmethod
+    def _chances(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        chances = value.values() if isinstance(value, dict) else [value]
+        if any(not 0 <= chance < 1 for chance in chances):
+            raise ValueError(f"a chance is in [0, 1): got {value}")
+        return value
 
     @property
     def world_size(self) -> int:

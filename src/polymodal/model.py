@@ -26,7 +26,7 @@ from polymodal.data.cache import FeatureCache
 from polymodal.data.features import FittedSchema, encode_inputs
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.table import Table, read_table
-from polymodal.network import MultimodalNet
+from polymodal.network import MultimodalNet, check_dropout_names
 from polymodal.tasks import Task, encode_targets
 from polymodal.training.batches import TensorBatches, to_tensors
 from polymodal.training.datamodule import Part, PolymodalDataModule, Prepared, is_prepared
@@ -110,6 +110,8 @@ class Model:
         prepared ones.
         """
         check_strategy(self.config.train)  # before hours of data preparation
+        if self.config.inputs:  # named inputs are known before the data is prepared
+            check_dropout_names(self.config.train.modality_dropout, self.config.inputs)
         from_folder = is_prepared_folder(data)
         if not self.config.targets and not from_folder:
             raise BadInputError("no target: pass target='column' (CLI: --target COLUMN)")
@@ -138,6 +140,7 @@ class Model:
             self.config = with_training_settings(prepared.config, own)
         self.schema_ = prepared.schema
         self.net_ = self._network(prepared.schema)
+        check_dropout_names(self.config.train.modality_dropout, self.net_.input_names)
         self.embedding_seconds_ = prepared.embedding_seconds
         settings = self.config.train
         with environment(RANK0_PREPARED, str(folder.resolve()) if writer else None):

@@ -6,6 +6,8 @@ Pure math, no device or logging code (that is Lightning's job). A batch is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -198,16 +200,39 @@ def check_columns_apart(tasks: list, inputs: list[str]) -> None:
             )
 
 
+def check_dropout_names(probability: float | Mapping[str, float], inputs: list[str]) -> None:
+    """Chances given by name must name inputs: a misspelt column would silently drop nothing."""
+    unknown = (
+        [name for name in probability if name not in inputs]
+        if isinstance(probability, Mapping)
+        else []
+    )
+    if unknown:
+        raise BadInputError(
+            f"--modality-dropout names {', '.join(unknown)}, which the model does not take as "
+            f"inputs (its inputs: {', '.join(inputs)})"
+        )
+
+
 def drop_modalities(
-    batch: Batch, probability: float, generator: torch.Generator | None = None
+    batch: Batch,
+    probability: float | Mapping[str, float],
+    generator: torch.Generator | None = None,
 ) -> Batch:
     """Mark whole inputs absent at random (training only), keeping at least one per row, so the
-    model learns to predict when a modality is missing."""
-    if probability <= 0:
-        return batch
+    model learns to predict when a modality is missing. `probability` is one chance for every
+    input or a chance per input name: a model that leans on its cleanest input learns to use
+    the other when that one is dropped more often."""
     names = list(batch)
+    chances = [
+        probability.get(name, 0.0) if isinstance(probability, Mapping) else probability
+        for name in names
+    ]
+    if max(chances, default=0.0) <= 0:
+        return batch
     present = torch.stack([batch[name]["present"] for name in names], dim=1)
-    drop = torch.rand(present.shape, generator=generator, device=present.device) < probability
+    rates = torch.tensor(chances, device=present.device)
+    drop = torch.rand(present.shape, generator=generator, device=present.device) < rates
     kept = present & ~drop
     keep_one = present.any(dim=1) & ~kept.any(dim=1)
     if keep_one.any():  # restore one present input, chosen at random, where all were dropped

@@ -19,12 +19,33 @@ import typer
 from pydantic import ValidationError
 
 from polymodal.config import Config, ConfigError, TargetConfig, load_config
-from polymodal.presets import add_preset, apply_encoder_options, set_gradient_checkpointing
+from polymodal.presets import (
+    add_preset,
+    apply_encoder_options,
+    set_gradient_checkpointing,
+)
 
 
 def split_list(value: str | None) -> list[str] | None:
     """`a, b,c` → ['a', 'b', 'c']; empty → None."""
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+def parse_modality_dropout(value: str | float) -> float | dict[str, float]:
+    """`0.3` → one chance for every input; `video=0.5,audio=0.1` → a chance per input."""
+    text = str(value)
+    pairs = [part.partition("=") for part in split_list(text) or []]
+    try:
+        if len(pairs) == 1 and not pairs[0][1]:
+            return float(text)
+        if pairs and all(equals and name.strip() for name, equals, _ in pairs):
+            return {name.strip(): float(chance) for name, _, chance in pairs}
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"--modality-dropout {text}: expected a chance (0.3) or COLUMN=CHANCE pairs "
+        "(video=0.5,audio=0.1)"
+    )
 
 
 def set_targets(config: Config, value: str) -> None:
@@ -74,7 +95,7 @@ CONFIG_OPTIONS: dict[str, ConfigOption] = {
     "epochs": ConfigOption("train.max_epochs"),
     "max_time": ConfigOption("train.max_time"),
     "seed": ConfigOption("train.seed"),
-    "modality_dropout": ConfigOption("train.modality_dropout"),
+    "modality_dropout": ConfigOption("train.modality_dropout", parse=parse_modality_dropout),
     "strict": ConfigOption("train.strict"),
     "augment": ConfigOption("train.augment"),
     "workers": ConfigOption("train.workers"),
@@ -152,7 +173,11 @@ Epochs = Annotated[int | None, typer.Option("--epochs", help="maximum epochs")]
 MaxTime = Annotated[str | None, typer.Option("--max-time", help="minutes, or DD:HH:MM:SS")]
 Seed = Annotated[int | None, typer.Option("--seed", help="random seed")]
 ModalityDropout = Annotated[
-    float | None, typer.Option("--modality-dropout", help="drop whole inputs while training")
+    str | None,
+    typer.Option(
+        "--modality-dropout",
+        help="drop whole inputs while training: a chance (0.3) or COLUMN=CHANCE pairs",
+    ),
 ]
 Strict = Annotated[
     bool | None, typer.Option("--strict/--no-strict", help="stop at the first bad cell or file")

@@ -73,3 +73,19 @@ def test_train_command_takes_modality_dropout(redundant, tmp_path):
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["train"]["modality_dropout"] == 0.4
     assert not (out / "report.html").exists()
+
+
+def test_train_command_takes_a_chance_per_input_and_names_a_wrong_one(redundant, tmp_path):
+    train, _ = redundant
+    args = ["train", str(train), "--target", "label", "--inputs", "picture,hint", "--epochs", "1"]
+    out = tmp_path / "m"
+    result = CliRunner().invoke(
+        app, [*args, "--modality-dropout", "hint=0.5", "--out", str(out), "--no-report"]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["train"]["modality_dropout"] == {"hint": 0.5}
+    wrong = CliRunner().invoke(
+        app, [*args, "--modality-dropout", "hnt=0.5", "--out", str(tmp_path / "n")]
+    )
+    assert wrong.exit_code != 0 and "hnt" in wrong.output and "Traceback" not in wrong.output

@@ -50,6 +50,17 @@ def test_modality_dropout_keeps_one_input_per_row():
     assert drop_modalities(batch, 0.0) is batch
 
 
+def test_modality_dropout_takes_a_chance_per_input():
+    """An input named with a chance is dropped at that rate; one not named never is."""
+    present = torch.ones(4000, dtype=torch.bool)
+    batch = {name: {"values": torch.zeros(4000), "present": present} for name in "abc"}
+    dropped = drop_modalities(batch, {"a": 0.5, "b": 0.1}, torch.Generator().manual_seed(0))
+    kept = {name: dropped[name]["present"].float().mean().item() for name in "abc"}
+    assert kept["c"] == 1.0
+    assert kept["a"] == pytest.approx(0.5, abs=0.04) and kept["b"] == pytest.approx(0.9, abs=0.03)
+    assert drop_modalities(batch, {"a": 0.0}) is batch
+
+
 def test_max_time_in_minutes_or_lightning_format():
     assert parse_max_time("10") == "00:00:10:00"
     assert parse_max_time("90.5") == "00:01:30:30"
