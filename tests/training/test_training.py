@@ -1,5 +1,6 @@
 """Batching, augmentation, modality dropout, the time limit parser, precision and history."""
 
+import os
 import time
 from types import SimpleNamespace
 
@@ -196,3 +197,53 @@ def test_compile_trains_the_compiled_module_and_saves_plain_weights(tmp_path, mo
     np.testing.assert_array_equal(
         loaded.raw_outputs(data)["label"], model.raw_outputs(data)["label"]
     )
+
+
+def test_optimiser_steps_do_not_ask_nvml_where_there_is_no_gpu(monkeypatch):
+    """Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 makes each AdamW step ask NVML for the GPU
+    count; inside `cuda_checked_once` a machine without a GPU answers from CUDA's cached count."""
+    import lightning  # noqa: F401  (sets the variable, as in any training process)
+
+    from polymodal.training.fit import NVML_CHECK, cuda_checked_once
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the check is left as Lightning sets it")
+    monkeypatch.setenv(NVML_CHECK, "1")
+    asked = []
+    real = torch.cuda._device_count_nvml
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: asked.append(1) or real())
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([weight], foreach=True)
+
+    def step() -> None:
+        weight.grad = torch.ones(3)
+        optimizer.step()
+
+    step()
+    assert asked, "outside the block each step asks NVML"
+    asked.clear()
+    with cuda_checked_once():  # asks once, on entering
+        asked.clear()
+        step()
+        step()
+    assert not asked
+    assert os.environ[NVML_CHECK] == "1", "Lightning's setting is back after the block"
+
+
+def test_the_last_checkpoint_is_each_epochs_even_when_validation_did_not_improve(
+    tmp_path, monkeypatch
+):
+    """`--resume` goes on from the last epoch trained, not from the last one that improved
+    (Lightning's `save_last` writes last.ckpt only when it writes another checkpoint)."""
+    import polymodal.model
+    from polymodal import Model
+    from tests.media import shapes_and_tones, tiny_config
+
+    monkeypatch.setattr(polymodal.model, "remove_checkpoints", lambda folder: None)
+    data = shapes_and_tones(tmp_path / "data", rows=48)
+    config = tiny_config(max_epochs=3, patience=5, lr=0.0)  # the score never moves
+    out = tmp_path / "model"
+    model = Model(target="label", inputs=["picture"], config=config).fit(data, out=out)
+    assert model.metrics_["best_epoch"] == 0
+    last = torch.load(out / ".checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2
