@@ -19,11 +19,7 @@ import typer
 from pydantic import ValidationError
 
 from polymodal.config import Config, ConfigError, TargetConfig, load_config
-from polymodal.presets import (
-    add_preset,
-    apply_encoder_options,
-    set_gradient_checkpointing,
-)
+from polymodal.presets import add_preset, apply_encoder_options, set_gradient_checkpointing
 
 
 def split_list(value: str | None) -> list[str] | None:
