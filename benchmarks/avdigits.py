@@ -11,7 +11,7 @@ has been run.
     .venv/bin/python benchmarks/build_avdigits.py
     .venv/bin/python benchmarks/pocketsphinx_peer.py [--utterances 84]  # all 3,300 files: ~4 h
     .venv/bin/python -m benchmarks.avdigits --epochs 100 --patience 8 --augment \
-        --modality-dropout 0.25 --max-minutes 78 --setups audio+video \
+        --modality-dropout video=0.5,audio=0.1 --max-minutes 78 --setups audio+video \
         --audio-encoder audio_cnn_fine --memory-layers 1   # BENCHMARKS.md's latest audio + video
 
 With the peer run on `--utterances N`, a second table scores polymodal's models on those N
