@@ -62,30 +62,32 @@ def test_concat_copes_with_a_missing_input_without_dropout(redundant, cache):
     assert min(fit_and_score(train, test, cache, "concat", 0.0).values()) >= 0.9
 
 
-def test_train_command_takes_modality_dropout(redundant, tmp_path):
+TRAIN_ARGS = ["--target", "label", "--inputs", "picture,hint", "--epochs", "1"]
+
+
+@pytest.mark.parametrize(
+    "given, saved", [("0.4", 0.4), ("hint=0.5", {"hint": 0.5})], ids=["every", "per-input"]
+)
+def test_train_command_takes_modality_dropout(redundant, tmp_path, given, saved):
     train, _ = redundant
-    args = ["train", str(train), "--target", "label", "--inputs", "picture,hint", "--epochs", "1"]
     out = tmp_path / "m"
     result = CliRunner().invoke(
-        app, [*args, "--modality-dropout", "0.4", "--out", str(out), "--no-report"]
+        app,
+        ["train", str(train), *TRAIN_ARGS, "--modality-dropout", given]
+        + ["--out", str(out), "--no-report"],
     )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())["config"]
-    assert config["train"]["modality_dropout"] == 0.4
+    assert config["train"]["modality_dropout"] == saved
     assert not (out / "report.html").exists()
 
 
-def test_train_command_takes_a_chance_per_input_and_names_a_wrong_one(redundant, tmp_path):
+def test_a_chance_for_a_column_that_is_not_an_input_is_an_error(redundant, tmp_path):
     train, _ = redundant
-    args = ["train", str(train), "--target", "label", "--inputs", "picture,hint", "--epochs", "1"]
-    out = tmp_path / "m"
-    result = CliRunner().invoke(
-        app, [*args, "--modality-dropout", "hint=0.5", "--out", str(out), "--no-report"]
-    )
-    assert result.exit_code == 0, result.output
-    config = json.loads((out / "config.json").read_text())["config"]
-    assert config["train"]["modality_dropout"] == {"hint": 0.5}
     wrong = CliRunner().invoke(
-        app, [*args, "--modality-dropout", "hnt=0.5", "--out", str(tmp_path / "n")]
+        app,
+        ["train", str(train), *TRAIN_ARGS, "--modality-dropout", "hnt=0.5"]
+        + ["--out", str(tmp_path / "n")],
     )
     assert wrong.exit_code != 0 and "hnt" in wrong.output and "Traceback" not in wrong.output
+    assert not (tmp_path / "n").exists(), "stopped before preparing anything"
