@@ -179,7 +179,15 @@ def train_network(
         cooldown_fraction=settings.cooldown_fraction,
         max_epochs=settings.max_epochs,
     )
-    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_score", mode="max")
+    # the best epoch's weights only: they are all that is read back (the optimiser's state, twice
+    # the weights' size with AdamW, is resumed from last.ckpt)
+    best = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="best",
+        monitor="val_score",
+        mode="max",
+        save_weights_only=True,
+    )
     # every epoch's state, for --resume: Lightning's `save_last` writes last.ckpt only in an
     # epoch that wrote another checkpoint, i.e. one whose score improved. After `best` in the
     # list, so that its record of the best epoch is in the file.
