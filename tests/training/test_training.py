@@ -1,4 +1,5 @@
-"""Batching, augmentation, modality dropout, the time limit parser, precision and history."""
+"""Batching, augmentation, modality dropout, the time limit parser, precision, history and
+checkpoints."""
 
 import os
 import time
@@ -221,7 +222,6 @@ def test_optimiser_steps_do_not_ask_nvml_where_there_is_no_gpu(monkeypatch):
 
     step()
     assert asked, "outside the block each step asks NVML"
-    asked.clear()
     with cuda_checked_once():  # asks once, on entering
         asked.clear()
         step()
@@ -246,4 +246,6 @@ def test_the_last_checkpoint_is_each_epochs_even_when_validation_did_not_improve
     model = Model(target="label", inputs=["picture"], config=config).fit(data, out=out)
     assert model.metrics_["best_epoch"] == 0
     last = torch.load(out / ".checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert last["epoch"] == 2
+    assert last["epoch"] == 2 and "optimizer_states" in last
+    best = torch.load(out / ".checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 0 and "optimizer_states" not in best, "the weights are all it needs"
