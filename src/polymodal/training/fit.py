@@ -179,15 +179,9 @@ def train_network(
         cooldown_fraction=settings.cooldown_fraction,
         max_epochs=settings.max_epochs,
     )
-    # the best epoch's weights only: they are all that is read back (the optimiser's state, twice
-    # the weights' size with AdamW, is resumed from last.ckpt)
-    best = ModelCheckpoint(
-        dirpath=checkpoints,
-        filename="best",
-        monitor="val_score",
-        mode="max",
-        save_weights_only=True,
-    )
+    # a whole checkpoint, not `save_weights_only`: Lightning's moving average of the weights
+    # (weight_averaging below) puts the averaged weights in only through a whole one
+    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_score", mode="max")
     # every epoch's state, for --resume: Lightning's `save_last` writes last.ckpt only in an
     # epoch that wrote another checkpoint, i.e. one whose score improved. After `best` in the
     # list, so that its record of the best epoch is in the file.
