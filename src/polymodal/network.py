@@ -202,11 +202,9 @@ def check_columns_apart(tasks: list, inputs: list[str]) -> None:
 
 def check_dropout_names(probability: float | Mapping[str, float], inputs: list[str]) -> None:
     """Chances given by name must name inputs: a misspelt column would silently drop nothing."""
-    unknown = (
-        [name for name in probability if name not in inputs]
-        if isinstance(probability, Mapping)
-        else []
-    )
+    if not isinstance(probability, Mapping):
+        return
+    unknown = [name for name in probability if name not in inputs]
     if unknown:
         raise BadInputError(
             f"--modality-dropout names {', '.join(unknown)}, which the model does not take as "
