@@ -158,7 +158,7 @@ class TrainSettings(Strict):
     lr: float = 2e-3
     weight_decay: float = 0.05
     patience: int = Field(
-        4, description="epochs without a better validation score before the cool-down starts"
+        2, description="epochs without a better validation score or loss before the cool-down"
     )
     cooldown_fraction: float = Field(
         0.25, gt=0, description="the cool-down's length, as a share of the epochs before it"

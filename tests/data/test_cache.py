@@ -1,17 +1,22 @@
-"""Column blocks of the feature cache: one read for a whole column of files, never stale."""
+"""Column blocks and encoded columns of the feature cache: one read for a whole column of
+files, never stale."""
 
 import os
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from polymodal.config import ImageSettings
+from polymodal.config import Config, ImageSettings, TargetConfig
 from polymodal.data import cache as cache_module
+from polymodal.data import features as features_module
 from polymodal.data.cache import FeatureCache
-from polymodal.data.problems import ProblemLog
+from polymodal.data.features import encode_inputs, fit_schema
+from polymodal.data.problems import BadInputError, ProblemLog
+from polymodal.data.table import Table, read_table
 from polymodal.modalities.image.preprocess import encode_images, fit_image
-from tests.media import write_png
+from tests.media import write_png, write_wav
 
 HOUR_AGO = time.time() - 3600
 
@@ -160,3 +165,100 @@ def test_a_block_of_one_shape_splits_as_a_block_of_many():
         np.testing.assert_array_equal(one_shape[index], arrays[index])
     assert mixed[2] == "bad file"
     np.testing.assert_array_equal(mixed[3], arrays[2])
+
+
+# ---------------------------------------------------------------- encoded columns
+
+
+def audio_table(tmp_path, count=5):
+    """A table of recordings (variable length: values, present and lengths) and a bad file."""
+    names = []
+    for index in range(count):
+        names.append(f"{index}.wav")
+        write_wav(tmp_path / names[-1], pitch=300 + 50 * index, seed=index)
+    (tmp_path / "bad.wav").write_bytes(b"not a recording")
+    names.insert(2, "bad.wav")
+    age(*(tmp_path / name for name in names))
+    frame = pd.DataFrame(
+        {"a": names, "y": ["x", "z"] * (len(names) // 2) + ["x"] * (len(names) % 2)}
+    )
+    table = read_table(frame, tmp_path)
+    config = Config(inputs=["a"], targets=[TargetConfig(column="y")])
+    return table, fit_schema(table, np.arange(len(table)), config)
+
+
+def encoded(schema, table, cache):
+    log = ProblemLog()
+    return encode_inputs(schema, table, log, cache)["a"], [(p.row, p.path) for p in log.problems]
+
+
+def test_an_encoded_column_is_read_back_whole_with_its_problems(tmp_path, small_blocks):
+    table, schema = audio_table(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    first, problems = encoded(schema, table, cache)
+    assert cache.column_hits == 0 and problems == [(2, "bad.wav")]
+    chunk = Table(table.frame, table.base_dir, table.name, first_row=100)  # rows 100 on
+    again, problems_again = encoded(schema, chunk, cache)
+    assert cache.column_hits == 1 and cache.block_hits == 0, "no file's features were read"
+    assert problems_again == [(102, "bad.wav")], "reported again, numbered as this table is"
+    for name in ("values", "present", "lengths"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    strict = ProblemLog(strict=True)
+    with pytest.raises(BadInputError, match="row 2, column 'a'"):
+        encode_inputs(schema, table, strict, cache)
+
+
+def test_an_edited_file_or_other_rows_never_read_an_old_encoded_column(tmp_path, small_blocks):
+    table, schema = audio_table(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    before, _ = encoded(schema, table, cache)
+    write_wav(tmp_path / "4.wav", pitch=900, seed=9)
+    age(tmp_path / "4.wav", seconds_ago=1800)
+    edited, _ = encoded(schema, table, cache)
+    assert cache.column_hits == 0
+    assert not np.array_equal(edited.values[5], before.values[5])
+    swapped = read_table(table.frame.iloc[[1, 0, 2, 3, 4, 5]], tmp_path)  # same files
+    reordered, _ = encoded(schema, swapped, cache)
+    assert cache.column_hits == 0
+    np.testing.assert_array_equal(reordered.values[0], edited.values[1])
+
+
+def test_another_fitted_state_or_code_never_reads_an_old_encoded_column(
+    tmp_path, small_blocks, monkeypatch
+):
+    table, schema = audio_table(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    first, _ = encoded(schema, table, cache)
+    state = schema.inputs[0]
+    shifted = schema.model_copy(
+        update={"inputs": [state.model_copy(update={"mean": state.mean + 1})]}
+    )
+    other, _ = encoded(shifted, table, cache)
+    assert cache.column_hits == 0 and not np.array_equal(other.values, first.values)
+    with monkeypatch.context() as edited:
+        edited.setattr(features_module, "encoding_code", lambda kind: "edited")
+        encoded(schema, table, cache)
+    assert cache.column_hits == 0, "stored by other encoding code"
+    encoded(schema, table, cache)
+    assert cache.column_hits == 1
+
+
+def test_small_columns_and_a_disabled_cache_store_no_encoded_column(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "MIN_BLOCK_FILES", 100)
+    table, schema = audio_table(tmp_path)
+    encoded(schema, table, FeatureCache(tmp_path / "cache"))
+    assert not (tmp_path / "cache" / "columns").exists()
+    monkeypatch.setattr(cache_module, "MIN_BLOCK_FILES", 3)
+    encoded(schema, table, FeatureCache(tmp_path / "off", enabled=False))
+    assert not (tmp_path / "off").exists()
+
+
+def test_only_the_newest_encoded_columns_are_kept(tmp_path, small_blocks, monkeypatch):
+    monkeypatch.setattr(cache_module, "COLUMNS_KEPT", 2)
+    table, schema = audio_table(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    for start in range(3):  # three different sets of rows
+        encoded(schema, table.subset(np.arange(start, start + 4)), cache)
+    folder = tmp_path / "cache" / "columns"
+    assert len(list(folder.glob("*.json"))) == 2
+    assert len(list(folder.glob("*.npy"))) == 2 * 3, "values, present and lengths of each"

@@ -7,7 +7,10 @@ label maps). It is saved in config.json, so a loaded model preprocesses exactly 
 from __future__ import annotations
 
 import functools
+import hashlib
 import operator
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -16,8 +19,9 @@ from pydantic import BaseModel, Field
 from polymodal.config import Config
 from polymodal.data.cache import FeatureCache
 from polymodal.data.column import FeatureColumn
+from polymodal.data.files import encoded_column_key
 from polymodal.data.pretrained import fit_pretrained
-from polymodal.data.problems import BadInputError, ProblemLog
+from polymodal.data.problems import BadInputError, Problem, ProblemLog
 from polymodal.data.schema import resolve_inputs
 from polymodal.data.table import Table
 from polymodal.modalities import MODALITIES, modality
@@ -110,5 +114,49 @@ def _encode_input(
     cache: FeatureCache,
     row_ids: list[int],
 ) -> FeatureColumn:
-    context = EncodeContext(table.base_dir, log, cache, row_ids)
-    return modality(state.kind).encode(state, cells, context)
+    """The modality's encoding of the cells; a column of files is read back from the cache's
+    encoded columns when the same files were encoded under the same state before."""
+    reader = modality(state.kind)
+    key = None
+    if reader.files:
+        settings = {"state": state.model_dump(mode="json"), "code": encoding_code(state.kind)}
+        key = encoded_column_key(cells, table.base_dir, settings, cache)
+    stored = cache.get_column(key) if key is not None else None
+    if stored is not None:
+        arrays, problems = stored
+        for problem in problems:  # reported again, as a fresh encoding would
+            log.add(row_ids[problem["at"]], state.column, problem["path"], problem["reason"])
+        return FeatureColumn(arrays["values"], arrays["present"], arrays.get("lengths"))
+    logged = len(log)
+    column = reader.encode(state, cells, EncodeContext(table.base_dir, log, cache, row_ids))
+    if key is not None:
+        problems = stored_problems(log.problems[logged:], row_ids)
+        if problems is not None:
+            cache.put_column(key, column_arrays(column), problems)
+    return column
+
+
+def column_arrays(column: FeatureColumn) -> dict[str, np.ndarray]:
+    arrays = {"values": column.values, "present": column.present}
+    return arrays if column.lengths is None else {**arrays, "lengths": column.lengths}
+
+
+def stored_problems(problems: list[Problem], row_ids: list[int]) -> list[dict] | None:
+    """Problems by position among the rows (a later read may number them from another first
+    row); None if one names a row outside them."""
+    position = {row: at for at, row in enumerate(row_ids)}
+    if any(problem.row not in position for problem in problems):
+        return None
+    return [{"at": position[p.row], "path": p.path, "reason": p.reason} for p in problems]
+
+
+@functools.cache
+def encoding_code(kind: str) -> str:
+    """A digest of the source of the modality's folder and of the shared column code: an
+    encoded column stored by other code (a new release, an edit) is never read back."""
+    folder = Path(sys.modules[type(modality(kind)).__module__].__file__).parent
+    shared = Path(__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(folder.glob("*.py")) + [shared / "column.py", shared / "files.py"]:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]

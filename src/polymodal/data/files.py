@@ -60,6 +60,19 @@ def path_texts(cells: Sequence[object], base_dir: str) -> list[str | None]:
     return out
 
 
+def encoded_column_key(
+    cells: Sequence[object], base_dir: Path, settings: dict, cache: FeatureCache
+) -> str | None:
+    """The key of a column's encoded features in `cache`: `settings` (the modality's fitted
+    state), which row names which file, and the files as they are on disk now; None when the
+    column gets none (cache off, fewer than `MIN_BLOCK_FILES` files, a file just modified)."""
+    paths = path_texts(cells, str(base_dir))
+    distinct = list(dict.fromkeys(path for path in paths if path is not None))
+    rows = "\0".join("\1" if path is None else path for path in paths)  # \1: a missing cell
+    named = {**settings, "rows": content_key(rows.encode())}
+    return cache.fingerprint(distinct, settings_key(named))
+
+
 def decode_file_column(
     cells: Sequence[object],
     *,
