@@ -253,12 +253,16 @@ def test_small_columns_and_a_disabled_cache_store_no_encoded_column(tmp_path, mo
     assert not (tmp_path / "off").exists()
 
 
-def test_only_the_newest_encoded_columns_are_kept(tmp_path, small_blocks, monkeypatch):
-    monkeypatch.setattr(cache_module, "COLUMNS_KEPT", 2)
+def test_only_the_newest_encoded_columns_that_fit_are_kept(tmp_path, small_blocks, monkeypatch):
     table, schema = audio_table(tmp_path)
     cache = FeatureCache(tmp_path / "cache")
-    for start in range(3):  # three different sets of rows
-        encoded(schema, table.subset(np.arange(start, start + 4)), cache)
     folder = tmp_path / "cache" / "columns"
+    encoded(schema, table.subset(np.arange(0, 4)), cache)
+    one = sum(path.stat().st_size for path in folder.glob("*.npy"))
+    monkeypatch.setattr(cache_module, "COLUMN_BYTES_KEPT", int(2.5 * one))  # room for two
+    for start in (1, 2):  # two more sets of rows, each column as large as the first
+        encoded(schema, table.subset(np.arange(start, start + 4)), cache)
     assert len(list(folder.glob("*.json"))) == 2
     assert len(list(folder.glob("*.npy"))) == 2 * 3, "values, present and lengths of each"
+    encoded(schema, table.subset(np.arange(2, 6)), cache)  # the newest: still stored
+    assert cache.column_hits == 1

@@ -6,7 +6,7 @@ import pytest
 from polymodal.config import AudioSettings
 from polymodal.data.cache import FeatureCache
 from polymodal.data.problems import DecodeError, ProblemLog
-from polymodal.modalities.audio.preprocess import decode_waveform, encode_audio, fit_audio
+from polymodal.modalities.audio.preprocess import decode_waveform, encode_audio, fit_audio, resample
 from tests.media import write_mp4, write_tones, write_wav
 from tests.modalities.logs import reasons
 
@@ -28,6 +28,17 @@ def test_audio_good_empty_undecodable_and_resampled(tmp_path):
     assert column.lengths[0] > 0 and column.lengths[1] == 0
     found = reasons(log)
     assert found[1] == "file is empty" and "audio" in found[2]
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_resampling_with_the_filter_designed_once_is_scipys_default(rate):
+    from scipy.signal import resample_poly
+
+    wave = np.random.default_rng(0).standard_normal(rate // 3).astype(np.float32)
+    divisor = np.gcd(rate, 16000)
+    expected = resample_poly(wave, 16000 // divisor, rate // divisor)
+    for _ in range(2):  # the second call reuses the filter: scipy must not have changed it
+        np.testing.assert_array_equal(resample(wave, rate, 16000), expected)
 
 
 def test_wav_with_zero_samples_is_a_problem(tmp_path):

@@ -37,7 +37,7 @@ RACY_SECONDS = 2.0  # files modified more recently than this get no block
 MIN_BLOCK_FILES = 512  # smaller columns read their entries one by one, fast enough
 BLOCKS_KEPT = 64  # per settings key (`predict` writes one per chunk); older ones are removed
 MAX_BLOCK_BYTES = 2**31  # a larger column keeps only its per-file entries
-COLUMNS_KEPT = 16  # encoded columns (of any table and state); older ones are removed
+COLUMN_BYTES_KEPT = 2**30  # encoded columns of any table and state, newest first; older go
 
 
 def default_cache_dir() -> Path:
@@ -212,9 +212,9 @@ class FeatureCache:
         return arrays, index["problems"]
 
     def put_column(self, key: str, arrays: dict[str, np.ndarray], problems: list[dict]) -> None:
-        """Store a column's encoded arrays (skipped past `MAX_BLOCK_BYTES`): each array first,
-        the index naming them last, so a reader never finds an index without its arrays."""
-        if not self.enabled or sum(a.nbytes for a in arrays.values()) > MAX_BLOCK_BYTES:
+        """Store a column's encoded arrays (skipped past `COLUMN_BYTES_KEPT`): each array
+        first, the index naming them last, so a reader never finds an index without them."""
+        if not self.enabled or sum(a.nbytes for a in arrays.values()) > COLUMN_BYTES_KEPT:
             return
         folder = self.root / "columns"
         folder.mkdir(parents=True, exist_ok=True)
@@ -233,7 +233,9 @@ class FeatureCache:
         self._prune_columns(folder)
 
     def _prune_columns(self, folder: Path) -> None:
-        """Keep the `COLUMNS_KEPT` most recently written encoded columns."""
+        """Keep the most recently written encoded columns that fit in `COLUMN_BYTES_KEPT`
+        together: they copy what the blocks hold, padded, and a large table prepared in
+        chunks writes one per chunk, so their number says little about the room they take."""
 
         def written(index: Path) -> int:
             try:
@@ -241,11 +243,18 @@ class FeatureCache:
             except OSError:  # removed meanwhile by another process
                 return 0
 
-        for stale in sorted(folder.glob("*.json"), key=written, reverse=True)[COLUMNS_KEPT:]:
-            key = stale.name.removesuffix(".json")
-            stale.unlink(missing_ok=True)
-            for array in folder.glob(f"{key}.*.npy"):
-                array.unlink(missing_ok=True)
+        def size(arrays: list[Path]) -> int:
+            return sum(array.stat().st_size for array in arrays if array.exists())
+
+        total = 0
+        for index in sorted(folder.glob("*.json"), key=written, reverse=True):
+            key = index.name.removesuffix(".json")
+            arrays = list(folder.glob(f"{key}.*.npy"))
+            total += size(arrays)
+            if total > COLUMN_BYTES_KEPT and total != size(arrays):  # the newest always stays
+                index.unlink(missing_ok=True)
+                for array in arrays:
+                    array.unlink(missing_ok=True)
 
 
 def file_stamps(paths: Sequence[str | Path]) -> np.ndarray:
