@@ -243,6 +243,20 @@ def test_another_fitted_state_or_code_never_reads_an_old_encoded_column(
     assert cache.column_hits == 1
 
 
+def test_a_modality_without_readable_source_gets_no_encoded_column(tmp_path, small_blocks):
+    table, schema = audio_table(tmp_path)
+    audio = type(features_module.modality("audio"))
+    features_module.encoding_code.cache_clear()
+    saved = audio.__module__
+    try:
+        audio.__module__ = "a_notebook_cell"  # no module of that name, so no source to read
+        encoded(schema, table, FeatureCache(tmp_path / "cache"))
+    finally:
+        audio.__module__ = saved
+        features_module.encoding_code.cache_clear()
+    assert not (tmp_path / "cache" / "columns").exists()
+
+
 def test_small_columns_and_a_disabled_cache_store_no_encoded_column(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_module, "MIN_BLOCK_FILES", 100)
     table, schema = audio_table(tmp_path)

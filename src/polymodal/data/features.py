@@ -117,9 +117,10 @@ def _encode_input(
     """The modality's encoding of the cells; a column of files is read back from the cache's
     encoded columns when the same files were encoded under the same state before."""
     reader = modality(state.kind)
+    code = encoding_code(state.kind) if reader.files else None
     key = None
-    if reader.files:
-        settings = {"state": state.model_dump(mode="json"), "code": encoding_code(state.kind)}
+    if code is not None:
+        settings = {"state": state.model_dump(mode="json"), "code": code}
         key = encoded_column_key(cells, table.base_dir, settings, cache)
     stored = cache.get_column(key) if key is not None else None
     if stored is not None:
@@ -151,12 +152,19 @@ def stored_problems(problems: list[Problem], row_ids: list[int]) -> list[dict] |
 
 
 @functools.cache
-def encoding_code(kind: str) -> str:
-    """A digest of the source of the modality's folder and of the shared column code: an
-    encoded column stored by other code (a new release, an edit) is never read back."""
-    folder = Path(sys.modules[type(modality(kind)).__module__].__file__).parent
+def encoding_code(kind: str) -> str | None:
+    """A digest of the modality's source (its package's files, or its module's) and of the
+    shared column code: an encoded column stored by other code (a new release, an edit) is
+    never read back. None, and so no encoded columns, for a modality whose source cannot be
+    read (one defined in a notebook, say)."""
+    module = sys.modules.get(type(modality(kind)).__module__)
+    source = getattr(module, "__file__", None)
+    if not source:
+        return None
+    source = Path(source)
+    own = sorted(source.parent.glob("*.py")) if source.name == "__init__.py" else [source]
     shared = Path(__file__).parent
     digest = hashlib.sha256()
-    for source in sorted(folder.glob("*.py")) + [shared / "column.py", shared / "files.py"]:
-        digest.update(source.read_bytes())
+    for path in own + [shared / "column.py", shared / "files.py"]:
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
