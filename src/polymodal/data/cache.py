@@ -163,10 +163,7 @@ class FeatureCache:
         index_path.parent.mkdir(parents=True, exist_ok=True)
         # The data first, the index last: a block is found by its index, so a reader never
         # meets an index without its data (and checks the data's length against it).
-        partial = data_path.with_suffix(f".{os.getpid()}.tmp")
-        with partial.open("wb") as handle:
-            np.save(handle, data, allow_pickle=False)
-        os.replace(partial, data_path)
+        save_array(data_path, data)
         partial = index_path.with_suffix(f".{os.getpid()}.tmp")
         with partial.open("wb") as handle:
             np.savez(handle, offsets=offsets, shapes=shapes, ndims=ndims, errors=errors)
@@ -177,12 +174,6 @@ class FeatureCache:
         """Keep the `BLOCKS_KEPT` most recently written blocks of one settings key: blocks
         duplicate the per-file entries, and every new subset of rows would add one. Blocks of
         the older one-file format (`<key>.npz`) go too."""
-
-        def written(block: Path) -> int:
-            try:
-                return block.stat().st_mtime_ns
-            except OSError:  # removed meanwhile by another process
-                return 0
 
         indexes = sorted(folder.glob("*.index.npz"), key=written, reverse=True)
         for stale in indexes[BLOCKS_KEPT:]:
@@ -219,10 +210,7 @@ class FeatureCache:
         folder = self.root / "columns"
         folder.mkdir(parents=True, exist_ok=True)
         for name, array in arrays.items():
-            partial = folder / f"{key}.{name}.{os.getpid()}.tmp"
-            with partial.open("wb") as handle:
-                np.save(handle, array, allow_pickle=False)
-            os.replace(partial, folder / f"{key}.{name}.npy")
+            save_array(folder / f"{key}.{name}.npy", array)
         index = {
             "arrays": {name: list(a.shape) for name, a in arrays.items()},
             "problems": problems,
@@ -236,25 +224,32 @@ class FeatureCache:
         """Keep the most recently written encoded columns that fit in `COLUMN_BYTES_KEPT`
         together: they copy what the blocks hold, padded, and a large table prepared in
         chunks writes one per chunk, so their number says little about the room they take."""
-
-        def written(index: Path) -> int:
-            try:
-                return index.stat().st_mtime_ns
-            except OSError:  # removed meanwhile by another process
-                return 0
-
-        def size(arrays: list[Path]) -> int:
-            return sum(array.stat().st_size for array in arrays if array.exists())
-
         total = 0
-        for index in sorted(folder.glob("*.json"), key=written, reverse=True):
+        newest_first = sorted(folder.glob("*.json"), key=written, reverse=True)
+        for position, index in enumerate(newest_first):
             key = index.name.removesuffix(".json")
             arrays = list(folder.glob(f"{key}.*.npy"))
-            total += size(arrays)
-            if total > COLUMN_BYTES_KEPT and total != size(arrays):  # the newest always stays
+            total += sum(array.stat().st_size for array in arrays if array.exists())
+            if position > 0 and total > COLUMN_BYTES_KEPT:  # the newest always stays
                 index.unlink(missing_ok=True)
                 for array in arrays:
                     array.unlink(missing_ok=True)
+
+
+def written(path: Path) -> int:
+    """When `path` was last written (ns), for keeping the newest; 0 if it is gone."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # removed meanwhile by another process
+        return 0
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """`np.save` to a temporary name, then renamed: a reader never meets half an array."""
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    with partial.open("wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    os.replace(partial, path)
 
 
 def file_stamps(paths: Sequence[str | Path]) -> np.ndarray:

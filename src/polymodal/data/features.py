@@ -145,6 +145,8 @@ def column_arrays(column: FeatureColumn) -> dict[str, np.ndarray]:
 def stored_problems(problems: list[Problem], row_ids: list[int]) -> list[dict] | None:
     """Problems by position among the rows (a later read may number them from another first
     row); None if one names a row outside them."""
+    if not problems:
+        return []
     position = {row: at for at, row in enumerate(row_ids)}
     if any(problem.row not in position for problem in problems):
         return None
