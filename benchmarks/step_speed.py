@@ -92,6 +92,7 @@ def main() -> None:
     config = Config(targets=[TargetConfig(column="label")], inputs=inputs)
     config.train.augment, config.train.modality_dropout = False, 0.0
     rows = np.arange(len(table))
+    config.train = config.train.for_rows(len(rows))  # polymodal's batch and learning rate
     schema = fit_schema(table, rows, config)
     features = to_tensors(encode_inputs(schema, table, ProblemLog(), FeatureCache()))
     targets = {

@@ -124,7 +124,7 @@ def main() -> None:
         k: (torch.from_numpy(v), torch.from_numpy(m))
         for k, (v, m) in encode_targets(schema.targets, table).items()
     }
-    settings = config.train
+    settings = config.train.for_rows(len(train_rows))  # polymodal's batch and learning rate
     size = settings.batch_size
 
     batches = TensorBatches(features, targets, train_rows, size, shuffle=True)

@@ -308,6 +308,44 @@ def test_train_shows_polymodal_lines_only(tmp_path):
     assert not re.search(r"\.py:\d+: ", text), "a warning in Python's multi-line format"
 
 
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+import polymodal.cli as cli
+atexit.register(lambda: print("exit handler ran", flush=True))
+sys.stdout.write("unflushed output")  # no newline, no flush: leave() must flush it
+if "thread" in sys.argv:
+    def late():
+        time.sleep(0.3)
+        print(" thread finished", flush=True)
+    threading.Thread(target=late).start()
+sys.argv = ["polymodal", *[arg for arg in sys.argv[1:] if arg != "thread"]]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "expected"),
+    [
+        (["--help"], 0, ["unflushed output", "exit handler ran", "Usage: polymodal"]),
+        (["train", "missing.csv", "--target", "x"], 2, ["missing.csv", "exit handler ran"]),
+        (["--help", "thread"], 0, ["thread finished", "exit handler ran"]),
+    ],
+)
+def test_the_command_line_leaves_without_losing_output_or_handlers(
+    tmp_path, args, status, expected
+):
+    """The entry point skips the interpreter's teardown, never what it would have done for
+    the user: exit handlers, buffered output, the status, a running thread's work."""
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, *args],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    text = result.stdout + result.stderr
+    assert result.returncode == status, text
+    for part in expected:
+        assert part in text, text
+
+
 def test_warnings_print_as_one_line():
     from polymodal.terminal import show_warning
 

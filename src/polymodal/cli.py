@@ -3,8 +3,11 @@ embed, index, search, explain, report, serve."""
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import sys
+import threading
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -879,7 +882,38 @@ def serve(
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app(prog_name="polymodal")
+    try:
+        app(prog_name="polymodal")
+    except SystemExit as done:
+        leave(done.code)
+
+
+def leave(code: int | str | None) -> None:
+    """End the process without tearing the interpreter down, once the command is done.
+
+    Python's own shutdown frees every object of every module one by one: after a training
+    run, with torch, Lightning and what Lightning imports loaded, that took 1.8-1.9 s of a
+    22-25 s AV-MNIST run, and changes nothing outside the process. Exit handlers (logging,
+    process pools, temporary folders, Ray) still run and the standard streams are flushed
+    first. While another non-daemon thread runs, Python's own shutdown waits for it, as usual.
+    """
+    if isinstance(code, str):  # sys.exit("message"): printed, and the status is 1
+        print(code, file=sys.stderr)
+        code = 1
+    if other_threads_running():
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what interpreter shutdown would run first
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a closed pipe (`polymodal list | head`): Python's own status for it
+            code = code or 120
+    os._exit(code or 0)
+
+
+def other_threads_running() -> bool:
+    main = threading.main_thread()
+    return any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not main)
 
 
 if __name__ == "__main__":  # pragma: no cover

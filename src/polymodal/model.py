@@ -138,15 +138,16 @@ class Model:
         if from_folder:
             own = self.config if self._config_given else prepared.config
             self.config = with_training_settings(prepared.config, own)
+        settings = self.config.train.for_rows(len(prepared.rows["train"]))
+        self.config = self.config.model_copy(update={"train": settings})  # saved as trained
         self.schema_ = prepared.schema
         self.net_ = self._network(prepared.schema)
-        check_dropout_names(self.config.train.modality_dropout, self.net_.input_names)
+        check_dropout_names(settings.modality_dropout, self.net_.input_names)
         self.embedding_seconds_ = prepared.embedding_seconds
-        settings = self.config.train
         with environment(RANK0_PREPARED, str(folder.resolve()) if writer else None):
             result = train_network(
                 self.net_,
-                module.train_dataloader(),
+                module.train_dataloader(settings),
                 module.val_dataloader(),
                 settings,
                 workdir=workdir,

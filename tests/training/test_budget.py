@@ -150,3 +150,50 @@ def test_models_saved_with_the_retired_cosine_setting_still_load():
     assert settings.max_epochs == 15 and settings.warmup_epochs == 1.0
     with pytest.raises(ValueError, match="warmup_fractoin"):
         TrainSettings.model_validate({"warmup_fractoin": 0.05})  # a typo is still an error
+
+
+def test_batch_and_learning_rate_follow_the_training_rows():
+    """Left open, the batch grows to 128 once an epoch still holds 50 such steps, and the
+    learning rate with its square root; a batch or rate the user set is kept."""
+    from polymodal.config import TrainSettings
+
+    small, large = TrainSettings().for_rows(6399), TrainSettings().for_rows(6400)
+    assert (small.batch_size, small.lr) == (64, pytest.approx(2e-3))
+    assert (large.batch_size, large.lr) == (128, pytest.approx(2e-3 * 2**0.5))
+    assert TrainSettings(batch_size=256).for_rows(10).lr == pytest.approx(4e-3)
+    assert TrainSettings(batch_size=16).for_rows(10).lr == pytest.approx(2e-3), "never below"
+    assert TrainSettings(lr=1e-4).for_rows(10_000).lr == 1e-4
+    assert TrainSettings(batch_size=32).for_rows(10_000).batch_size == 32
+    assert large.for_rows(10) == large, "settings already chosen stay as they are"
+
+
+def test_the_model_trains_and_saves_the_batch_chosen_for_its_rows(tmp_path, monkeypatch):
+    """7,200 rows (6,480 train): batches of 128 at the scaled rate, written in the saved config."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    import polymodal.training.datamodule as datamodule
+    from polymodal import Model
+    from tests.media import tiny_config
+
+    sizes = []
+    original = datamodule.batch_loader
+
+    def recording(part, rows, batch_size, *args, **kwargs):
+        sizes.append(batch_size)
+        return original(part, rows, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(datamodule, "batch_loader", recording)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=7200), "y": rng.normal(size=7200)})
+    frame["label"] = np.where(frame["x"] > 0, "up", "down")
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    config = tiny_config(max_epochs=1, batch_size=None)
+    model = Model(target="label", config=config).fit(tmp_path / "rows.csv", out=tmp_path / "m")
+    assert model.metrics_["history"][0]["train_rows"] == [6480]  # one process
+    assert sizes[0] == 128, "the training loader's batches"
+    assert model.config.train.lr == pytest.approx(2e-3 * 2**0.5)
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["config"]["train"]
+    assert (saved["batch_size"], saved["lr"]) == (128, pytest.approx(2e-3 * 2**0.5))

@@ -87,6 +87,9 @@ def test_data_module_prepares_once_and_batches_with_a_standard_loader(tmp_path):
     sizes = [len(batch["targets"]["label"][0]) for batch in loader]
     assert sum(sizes) == len(module.prepared.rows["train"])
     assert sizes[0] == config.train.batch_size
+    # a prepared folder trained with other settings (Model.fit's): their batch size, not its own
+    other = config.train.model_copy(update={"batch_size": 5})
+    assert len(next(iter(module.train_dataloader(other)))["targets"]["label"][0]) == 5
     first = next(iter(loader))
     assert set(first["inputs"]) == {state.column for state in module.prepared.schema.inputs}
     assert {"values", "present"} <= set(first["inputs"]["picture"])

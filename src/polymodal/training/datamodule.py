@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, SubsetRandomSampler
 
-from polymodal.config import Config
+from polymodal.config import Config, TrainSettings
 from polymodal.data.cache import FeatureCache
 from polymodal.data.features import FittedSchema, encode_inputs, fit_schema
 from polymodal.data.files import decoding_workers
@@ -326,8 +326,11 @@ class PolymodalDataModule(L.LightningDataModule):
         if self.prepared is None:
             self.prepared = load(self.folder)
 
-    def train_dataloader(self) -> DataLoader:
-        prepared, settings = self.prepared, self.prepared.config.train
+    def train_dataloader(self, settings: TrainSettings | None = None) -> DataLoader:
+        """Batches of this process's share of the training rows. `settings`: those training
+        runs under (a prepared folder may be trained with others); default: the prepared ones."""
+        prepared = self.prepared
+        settings = (settings or prepared.config.train).for_rows(len(prepared.rows["train"]))
         rank, count = process_rank(settings), process_count(settings)
         rows = rows_of_process(prepared.rows["train"], rank, count)
         return batch_loader(prepared.parts["table"], rows, settings.batch_size, True, settings.seed)
