@@ -892,7 +892,7 @@ def leave(code: int | str | None) -> None:
     """End the process without tearing the interpreter down, once the command is done.
 
     Python's own shutdown frees every object of every module one by one: after a training
-    run, with torch, Lightning and what Lightning imports loaded, that took 1.8-1.9 s of a
+    run, with torch, Lightning and what Lightning imports loaded, that took about 1.8 s of a
     22-25 s AV-MNIST run, and changes nothing outside the process. Exit handlers (logging,
     process pools, temporary folders, Ray) still run and the standard streams are flushed
     first. While another non-daemon thread runs, Python's own shutdown waits for it, as usual.
