@@ -28,8 +28,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -97,15 +98,11 @@ class FeatureCache:
         if folder not in self._folders:  # one mkdir per folder, not per file
             os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
-        partial = f"{path[:-4]}.{os.getpid()}.tmp.npy"
         try:
-            handle = open(partial, "wb")  # noqa: SIM115 (closed below, before the rename)
+            save_array(path, array)
         except FileNotFoundError:  # the folder was removed meanwhile
             os.makedirs(folder, exist_ok=True)
-            handle = open(partial, "wb")  # noqa: SIM115
-        with handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(partial, path)  # atomic: a crash never leaves a half-written entry
+            save_array(path, array)
 
     # ------------------------------------------------------------------ column blocks
     def fingerprint(self, paths: Sequence[str | Path], settings: str) -> str | None:
@@ -164,10 +161,12 @@ class FeatureCache:
         # The data first, the index last: a block is found by its index, so a reader never
         # meets an index without its data (and checks the data's length against it).
         save_array(data_path, data)
-        partial = index_path.with_suffix(f".{os.getpid()}.tmp")
-        with partial.open("wb") as handle:
-            np.savez(handle, offsets=offsets, shapes=shapes, ndims=ndims, errors=errors)
-        os.replace(partial, index_path)
+        write_atomically(
+            index_path,
+            lambda handle: np.savez(
+                handle, offsets=offsets, shapes=shapes, ndims=ndims, errors=errors
+            ),
+        )
         self._prune_blocks(index_path.parent)
 
     def _prune_blocks(self, folder: Path) -> None:
@@ -215,9 +214,9 @@ class FeatureCache:
             "arrays": {name: list(a.shape) for name, a in arrays.items()},
             "problems": problems,
         }
-        partial = folder / f"{key}.json.{os.getpid()}.tmp"
-        partial.write_text(json.dumps(index))
-        os.replace(partial, folder / f"{key}.json")
+        write_atomically(
+            folder / f"{key}.json", lambda handle: handle.write(json.dumps(index).encode())
+        )
         self._prune_columns(folder)
 
     def _prune_columns(self, folder: Path) -> None:
@@ -244,12 +243,18 @@ def written(path: Path) -> int:
         return 0
 
 
-def save_array(path: Path, array: np.ndarray) -> None:
-    """`np.save` to a temporary name, then renamed: a reader never meets half an array."""
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    with partial.open("wb") as handle:
-        np.save(handle, array, allow_pickle=False)
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write` into a temporary name beside `path`, then renamed: a reader (another process)
+    meets the old file or the new one, never half of one, and a crash leaves no half entry.
+    Strings pass through without pathlib: a cold run writes thousands of per-file entries."""
+    partial = f"{os.fspath(path)}.{os.getpid()}.tmp"
+    with open(partial, "wb") as handle:
+        write(handle)
     os.replace(partial, path)
+
+
+def save_array(path: str | Path, array: np.ndarray) -> None:
+    write_atomically(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def file_stamps(paths: Sequence[str | Path]) -> np.ndarray:
