@@ -126,6 +126,41 @@ def test_history_holds_each_epochs_mean_training_loss(tmp_path, monkeypatch):
     assert bars == [None]
 
 
+def test_each_step_clips_the_gradient_norm_then_steps_the_schedule(tmp_path, monkeypatch):
+    """training_step takes the optimiser step itself: the gradients' global norm is clipped
+    to 1 at every step, and the learning rate moves at every step (here: the final decay
+    over the second of two epochs), not once an epoch."""
+    from polymodal import Model
+    from polymodal.training.module import GRADIENT_CLIP_NORM, PolymodalModule
+    from tests.media import shapes_and_tones, tiny_config
+
+    norms, rates = [], []
+    clip = PolymodalModule.clip_gradient_norm
+
+    def recorded(optimizer):
+        weights = [p for group in optimizer.param_groups for p in group["params"]]
+
+        def norm() -> float:
+            grads = [p.grad for p in weights if p.grad is not None]
+            return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+
+        before = norm()
+        clip(optimizer)
+        norms.append((before, norm()))
+        rates.append(optimizer.param_groups[0]["lr"])
+
+    monkeypatch.setattr(PolymodalModule, "clip_gradient_norm", staticmethod(recorded))
+    monkeypatch.setenv("POLYMODAL_PROGRESS", "0")
+    data = shapes_and_tones(tmp_path / "data", rows=48)
+    config = tiny_config(max_epochs=2, batch_size=8)
+    model = Model(target="label", inputs=["picture", "sound"], config=config).fit(data)
+    assert len(model.metrics_["history"]) == 2 and len(norms) >= 4
+    for before, after in norms:
+        assert after == pytest.approx(min(before, GRADIENT_CLIP_NORM), rel=1e-3)
+    second_epoch = rates[len(rates) // 2 :]
+    assert all(np.diff(second_epoch) < 0), second_epoch
+
+
 def test_bf16_training_keeps_32_bit_weights_and_predictions(tmp_path, monkeypatch):
     """README: training runs in bf16 mixed precision where it can; predictions and saved
     weights stay 32-bit. bf16 is forced here, so the test means the same on any CPU."""
@@ -247,3 +282,21 @@ def test_the_last_checkpoint_is_each_epochs_even_when_validation_did_not_improve
     assert model.metrics_["best_epoch"] == 0
     last = torch.load(out / ".checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 2 and "optimizer_states" in last
+
+
+def test_checkpoints_are_written_on_a_thread_only_where_that_pays(monkeypatch):
+    """On the CPU a small network's checkpoints are written in the loop; a large network's
+    (or any on a GPU) on Lightning's writer thread."""
+    from lightning.pytorch.plugins.io import AsyncCheckpointIO
+
+    import polymodal.training.fit as fit
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    net = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 2))  # 132 weights
+    assert fit.checkpoint_writer(net) == []
+    monkeypatch.setattr(fit, "ASYNC_CHECKPOINTS_FROM_WEIGHTS", 132)
+    assert [type(p) for p in fit.checkpoint_writer(net)] == [AsyncCheckpointIO]
+    net[0].requires_grad_(False)  # frozen weights are not in the checkpoints
+    assert fit.checkpoint_writer(net) == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert [type(p) for p in fit.checkpoint_writer(net)] == [AsyncCheckpointIO]

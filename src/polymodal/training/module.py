@@ -12,6 +12,8 @@ from polymodal.network import MultimodalNet, drop_modalities
 from polymodal.training.augment import augment_batch
 from polymodal.training.budget import LearningRateShape
 
+GRADIENT_CLIP_NORM = 1.0  # the gradients' global norm is clipped to this at every step
+
 
 class PolymodalModule(L.LightningModule):
     def __init__(
@@ -28,6 +30,10 @@ class PolymodalModule(L.LightningModule):
         self.rows_per_process: list[int] = []  # last epoch's training rows, per process
         self.frozen_keys = {f"net.{name}" for name in net.frozen_state_names()}
         self.strict_loading = not self.frozen_keys  # resuming: frozen weights are not saved
+        # training_step takes the optimiser step itself (Lightning's "manual optimization"):
+        # the automatic loop wraps the same calls in a closure with three more rounds of
+        # hooks, about 0.3 ms of a 12 ms AV-MNIST step on 2 cores (profiled)
+        self.automatic_optimization = False
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Leave frozen backbones out of checkpoints: they never change, and a base-size one
@@ -54,11 +60,19 @@ class PolymodalModule(L.LightningModule):
         return total
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+        """The loss of one batch, then one optimiser step on it and one step of the learning
+        rate's schedule."""
         inputs = batch["inputs"]
         if self.settings.augment:
             inputs = augment_batch(inputs, self.net.input_kinds)
         inputs = drop_modalities(inputs, self.settings.modality_dropout)
         loss = self.combined_loss(self.net(inputs, batch["targets"]), batch["targets"])
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.clip_gradient_norm(optimizer)
+        optimizer.step()
+        self.lr_schedulers().step()
         # Summed here and logged once an epoch: self.log at every step cost about a millisecond
         # (profiled), some 5% of a step of the default AV-MNIST model on 2 cores.
         self._train_loss_sum = self._train_loss_sum + loss.detach()
@@ -113,25 +127,19 @@ class PolymodalModule(L.LightningModule):
             score = -float(self.trainer.callback_metrics.get("val_loss", torch.tensor(0.0)))
         self.log("val_score", score, prog_bar=True)
 
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Clip the gradients' global norm with foreach kernels (one call for all weights):
-        torch uses them only on CUDA unless asked, and Lightning does not ask."""
-        if gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in self.net.parameters() if p.grad is not None],
-                gradient_clip_val,
-                foreach=True,
-            )
+    @staticmethod
+    def clip_gradient_norm(optimizer: torch.optim.Optimizer) -> None:
+        """Clip the gradients' global norm with foreach kernels (one call for all weights;
+        torch uses them only on CUDA unless asked). The weights are the optimiser's, listed
+        without walking the network's modules, which costs about 0.1 ms a step."""
+        weights = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(weights, GRADIENT_CLIP_NORM, foreach=True)
 
     def configure_optimizers(self) -> dict:
         """AdamW without decay on norms, biases and embeddings; pretrained backbones at their
         own (lower) learning rate; frozen weights left out. The learning rate follows
-        `lr_shape`, stepped per batch."""
+        `lr_shape`, stepped by `training_step` after each batch; Lightning saves the
+        schedule's state in checkpoints."""
         scales = self.net.learning_rate_scales()
         groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
         for name, parameter in self.net.named_parameters():
@@ -152,10 +160,7 @@ class PolymodalModule(L.LightningModule):
             foreach=True,  # one kernel per step for all weights; torch picks it only on CUDA
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_shape)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     @staticmethod
     def _size(batch: dict) -> int:
