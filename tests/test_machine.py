@@ -61,3 +61,34 @@ def test_torch_threads_are_lowered_to_the_cores_never_raised(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def meminfo(tmp_path, available_kb: int):
+    path = tmp_path / "meminfo"
+    path.write_text(f"MemTotal:       99999999 kB\nMemAvailable:   {available_kb} kB\n")
+    return path
+
+
+def test_available_memory_is_the_kernels_estimate_capped_by_a_containers_room(tmp_path):
+    info = meminfo(tmp_path, 2_000_000)
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    assert machine.available_memory(cgroup, info) == 2_000_000 * 1024  # no limit set
+    (cgroup / "memory.max").write_text("max\n")
+    (cgroup / "memory.current").write_text("5\n")
+    assert machine.available_memory(cgroup, info) == 2_000_000 * 1024
+    (cgroup / "memory.max").write_text(f"{1024**3}\n")
+    (cgroup / "memory.current").write_text(f"{512 * 1024**2}\n")
+    assert machine.available_memory(cgroup, info) == 512 * 1024**2  # the container's room
+    assert machine.available_memory(cgroup, tmp_path / "none") == 512 * 1024**2
+    assert machine.available_memory(tmp_path / "none", tmp_path / "none") is None
+
+
+def test_cgroup_v1_memory_room(tmp_path):
+    folder = tmp_path / "memory"
+    folder.mkdir()
+    (folder / "memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")  # v1's "no limit"
+    (folder / "memory.usage_in_bytes").write_text("100\n")
+    assert machine.cgroup_memory_room(tmp_path) is None
+    (folder / "memory.limit_in_bytes").write_text("1000\n")
+    assert machine.cgroup_memory_room(tmp_path) == 900

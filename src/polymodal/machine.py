@@ -1,4 +1,4 @@
-"""How many cores this process may use, a container's CPU limit included."""
+"""How many cores and how much memory this process may use, a container's limits included."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
+MEMINFO = Path("/proc/meminfo")
 
 
 def cpu_quota(root: Path = CGROUP) -> float | None:
@@ -47,3 +48,39 @@ def fit_torch_threads_to_cores() -> None:
     cores = usable_cores()
     if torch.get_num_threads() > cores:
         torch.set_num_threads(cores)
+
+
+def available_memory(root: Path = CGROUP, meminfo: Path = MEMINFO) -> int | None:
+    """Bytes this process could still take: the kernel's estimate of what it can hand out
+    without swapping (MemAvailable: free memory and page cache it can drop), less where a
+    container's memory limit leaves less room. None where neither can be read."""
+    estimates = [value for value in (mem_available(meminfo), cgroup_memory_room(root)) if value]
+    return min(estimates) if estimates else None
+
+
+def mem_available(meminfo: Path = MEMINFO) -> int | None:
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # the file counts in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cgroup_memory_room(root: Path = CGROUP) -> int | None:
+    """A container's memory limit less what its processes use (cgroup v2, then v1); None
+    where no limit is set."""
+    for limit_file, usage_file in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
+        try:
+            limit = (root / limit_file).read_text().strip()
+            usage = int((root / usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or int(limit) >= 2**60:  # v1 writes "no limit" as a huge number
+            return None
+        return max(0, int(limit) - usage)
+    return None

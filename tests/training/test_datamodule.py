@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import polymodal.training.datamodule as datamodule
 from polymodal.data.cache import FeatureCache
@@ -131,6 +132,7 @@ def test_training_from_arrays_on_disk_matches_training_from_memory(tmp_path, mon
     in_memory = Model(target="label", config=config, cache=FeatureCache(tmp_path / "c1"))
     in_memory.fit(data)
     monkeypatch.setattr(datamodule, "IN_MEMORY_BYTES", 0)  # every input array stays on disk
+    monkeypatch.setattr(datamodule, "PART_IN_MEMORY_BYTES", 0)
     loaded = datamodule.load(
         Model(target="label", config=config, cache=FeatureCache(tmp_path / "c2")).prepare(
             data, tmp_path / "prepared"
@@ -149,3 +151,23 @@ def test_training_from_arrays_on_disk_matches_training_from_memory(tmp_path, mon
         in_memory.metrics_["history"]
     )
     pd.testing.assert_frame_equal(on_disk.predict(data), in_memory.predict(data))
+
+
+def test_a_part_that_fits_the_memory_budget_is_read_whole(tmp_path, monkeypatch):
+    """Arrays above IN_MEMORY_BYTES stay on disk only when their part does not fit the
+    budget; the budget is an eighth of the memory still available when that is less."""
+    folder = Model(target="label", config=tiny_config()).prepare(
+        shapes_and_tones(tmp_path / "data", rows=32), tmp_path / "prepared"
+    )
+    monkeypatch.setattr(datamodule, "IN_MEMORY_BYTES", 0)
+    whole = datamodule.load(folder).parts["table"].inputs
+    assert all(isinstance(t, torch.Tensor) for item in whole.values() for t in item.values())
+    monkeypatch.setattr(datamodule, "available_memory", lambda: 8 * 1000)  # a budget of 1 kB
+    assert datamodule.part_in_memory_bytes() == 1000
+    split = datamodule.load(folder).parts["table"].inputs
+    assert all(isinstance(item["values"], DiskArray) for item in split.values())
+    for name, item in whole.items():
+        rows = torch.tensor([3, 0, 31])
+        assert torch.equal(split[name]["values"][rows], item["values"][rows])
+    monkeypatch.setattr(datamodule, "available_memory", lambda: None)
+    assert datamodule.part_in_memory_bytes() == datamodule.PART_IN_MEMORY_BYTES
