@@ -77,6 +77,10 @@ def worker(rank: int, port: int, out: str) -> None:
             loss = gathered_info_nce(a[rows], b[rows], SCALE, by_key, VALID[rows])
             results[case] = {"loss": loss.detach()}
         torch.save(results, Path(out) / f"rank{rank}.pt")
+        # both ranks done before either closes its connections: a rank that tore its process
+        # group down while the other still read its last gather aborted that one (SIGABRT,
+        # seen once in a loaded `make test`)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
