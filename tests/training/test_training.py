@@ -188,6 +188,35 @@ def test_bf16_training_keeps_32_bit_weights_and_predictions(tmp_path, monkeypatc
     assert {values.dtype for values in outputs.values()} == {np.dtype(np.float32)}
 
 
+def test_bf16_forward_runs_under_autocast_and_the_backward_pass_outside_it(tmp_path, monkeypatch):
+    """training_step takes its own optimiser step, inside Lightning's autocast; the backward
+    pass and the step leave it (in bf16 the attention fusion's gradients differed when the
+    backward pass ran under autocast, which torch advises against)."""
+    from polymodal import Model
+    from polymodal.training.module import PolymodalModule
+    from tests.media import shapes_and_tones, tiny_config
+
+    seen = {"forward": set(), "backward": set()}
+    combined_loss, backward = PolymodalModule.combined_loss, PolymodalModule.manual_backward
+
+    def forward_seen(self, outputs, targets):
+        if self.net.training:
+            seen["forward"].add(torch.is_autocast_enabled("cpu"))
+        return combined_loss(self, outputs, targets)
+
+    def backward_seen(self, loss, *args, **kwargs):
+        seen["backward"].add(torch.is_autocast_enabled("cpu"))
+        return backward(self, loss, *args, **kwargs)
+
+    monkeypatch.setattr(PolymodalModule, "combined_loss", forward_seen)
+    monkeypatch.setattr(PolymodalModule, "manual_backward", backward_seen)
+    data = shapes_and_tones(tmp_path / "data", rows=32)
+    config = tiny_config(max_epochs=1, precision="bf16")
+    config.model.fusion = "attention"
+    Model(target="label", inputs=["picture", "sound"], config=config).fit(data)
+    assert seen == {"forward": {True}, "backward": {False}}
+
+
 def test_an_epoch_is_timed_until_the_next_one_starts():
     """Checkpoints and early stopping run after History's epoch-end hook: an epoch's seconds
     still hold them, and an epoch cut off halfway (max_time) leaves the last row alone."""

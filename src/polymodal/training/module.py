@@ -69,10 +69,13 @@ class PolymodalModule(L.LightningModule):
         inputs = drop_modalities(inputs, self.settings.modality_dropout)
         loss = self.combined_loss(self.net(inputs, batch["targets"]), batch["targets"])
         optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self.clip_gradient_norm()
-        optimizer.step()
+        # Lightning runs training_step under mixed precision's autocast; the backward pass
+        # must not (torch's advice: in bf16 its results differed from a backward outside it)
+        with torch.autocast(self.device.type, enabled=False):
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            self.clip_gradient_norm()
+            optimizer.step()
         self.lr_schedulers().step()
         # Summed here and logged once an epoch: self.log at every step cost about a millisecond
         # (profiled), some 5% of a step of the default AV-MNIST model on 2 cores.
