@@ -7,7 +7,8 @@ of rows at a time, appending each chunk to a folder (schema and config as JSON, 
 .npy: `polymodal.data.store`), and `PolymodalDataModule.setup` reads it back: training from a
 prepared folder never opens a media file again, and the large arrays of a large table stay
 on disk, read a batch of rows at a time, so neither preparing nor training holds a whole
-large table's features in memory. Batches come from a standard `DataLoader` over `PreparedRows` with a batch sampler.
+large table's features in memory. Batches come from a standard `DataLoader` over
+`PreparedRows` with a batch sampler.
 """
 
 from __future__ import annotations
