@@ -81,6 +81,8 @@ def test_available_memory_is_the_kernels_estimate_capped_by_a_containers_room(tm
     (cgroup / "memory.current").write_text(f"{512 * 1024**2}\n")
     assert machine.available_memory(cgroup, info) == 512 * 1024**2  # the container's room
     assert machine.available_memory(cgroup, tmp_path / "none") == 512 * 1024**2
+    (cgroup / "memory.current").write_text(f"{1024**3}\n")  # a container at its limit
+    assert machine.available_memory(cgroup, info) == 0
     assert machine.available_memory(tmp_path / "none", tmp_path / "none") is None
 
 

@@ -54,7 +54,8 @@ def available_memory(root: Path = CGROUP, meminfo: Path = MEMINFO) -> int | None
     """Bytes this process could still take: the kernel's estimate of what it can hand out
     without swapping (MemAvailable: free memory and page cache it can drop), less where a
     container's memory limit leaves less room. None where neither can be read."""
-    estimates = [value for value in (mem_available(meminfo), cgroup_memory_room(root)) if value]
+    readings = (mem_available(meminfo), cgroup_memory_room(root))
+    estimates = [value for value in readings if value is not None]
     return min(estimates) if estimates else None
 
 
