@@ -1,7 +1,10 @@
 """polymodal's training and prediction speed against a minimal hand-written PyTorch loop.
 
-Same network (built from the same fitted schema), same batches, same optimiser settings, one
-process. Augmentation and modality dropout are off on both sides so the work is identical.
+Same network (built from the same fitted schema), same batches, same optimiser settings and
+AdamW kernel (polymodal's choice, `adamw_kernel`: fused where torch has one), one process.
+Augmentation and modality dropout are off on both sides so the work is identical.
+`--hand-kernel foreach` gives the hand loop the kernel that polymodal used before (and that
+is faster on a CPU than torch's default there, a loop over the weights).
 
     .venv/bin/python benchmarks/throughput.py [--rows 3000] [--epochs 6] [--rounds 5]
 
@@ -43,7 +46,7 @@ from polymodal.training.fit import (  # noqa: E402
     train_network,
     trainer_precision,
 )
-from polymodal.training.module import PolymodalModule  # noqa: E402
+from polymodal.training.module import PolymodalModule, adamw_kernel  # noqa: E402
 
 AVMNIST = DATASETS / "avmnist" / "avmnist.csv"
 
@@ -59,12 +62,17 @@ def load_data(rows: int):
     return read_table(path), ["image", "sound"], "generated shapes and tones"
 
 
-def hand_written_epochs(net, batches, valid, settings, epochs: int) -> float:
+def hand_written_epochs(net, batches, valid, settings, epochs: int, kernel: str = "") -> float:
     """The loop a person would write: zero_grad, forward, loss, backward, clip, step; in bf16
-    autocast where polymodal trains in bf16, so both sides do the same arithmetic."""
+    autocast where polymodal trains in bf16, so both sides do the same arithmetic. `kernel`:
+    AdamW's ("fused", "foreach"); default polymodal's."""
     module = PolymodalModule(net, settings, LearningRateShape(1))  # only for its loss function
+    weights = list(net.parameters())
     optimizer = torch.optim.AdamW(
-        net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, foreach=True
+        weights,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        **({kernel: True} if kernel else adamw_kernel(weights)),
     )
     bf16 = trainer_precision(settings.precision) == "bf16-mixed"
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
@@ -107,6 +115,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="the first one is not timed")
     parser.add_argument("--rounds", type=int, default=5, help="training rounds; median ratio")
     parser.add_argument("--predict-repeats", type=int, default=11, help="median of this many")
+    parser.add_argument(
+        "--hand-kernel", choices=["fused", "foreach"], default="", help="default: polymodal's"
+    )
     args = parser.parse_args()
     os.environ.setdefault("POLYMODAL_PROGRESS", "0")
 
@@ -144,8 +155,10 @@ def main() -> None:
         hand_net = MultimodalNet(schema, config.model)
         # without Lightning's NVML check at every step, as in a process that never imports it
         with cuda_checked_once():
-            hand_written_epochs(hand_net, batches, valid, settings, 1)  # the same warm-up
-            hand_seconds = hand_written_epochs(hand_net, batches, valid, settings, args.epochs - 1)
+            hand_written_epochs(hand_net, batches, valid, settings, 1, args.hand_kernel)  # warm-up
+            hand_seconds = hand_written_epochs(
+                hand_net, batches, valid, settings, args.epochs - 1, args.hand_kernel
+            )
         hand_rates.append(timed_rows / hand_seconds)
         return hand_net
 
@@ -176,6 +189,8 @@ def main() -> None:
     precision = trainer_precision(settings.precision)
     print(f"data: {name}, {len(train_rows)} training rows, inputs {inputs}, batch {size}")
     print(f"precision: {precision} on both sides")
+    ours = next(iter(adamw_kernel(list(hand_net.parameters()))))
+    print(f"AdamW kernel: polymodal {ours}, hand-written loop {args.hand_kernel or ours}")
     for index, (ours, hand) in enumerate(zip(polymodal_rates, hand_rates, strict=True)):
         print(
             f"training round {index + 1}     samples/s polymodal (Lightning) {ours:8.1f}, "

@@ -159,6 +159,79 @@ def test_each_step_clips_the_gradient_norm_then_steps_the_schedule(tmp_path, mon
     assert all(np.diff(second_epoch) < 0), second_epoch
 
 
+def test_step_groups_hand_over_the_batches_a_few_at_a_time_in_order():
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    from polymodal.training.fit import STEPS_PER_CALL, StepGroups, steps_per_call
+
+    groups = StepGroups(range(10), 4)
+    assert len(groups) == 3 and list(groups) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert len(StepGroups(range(8), 4)) == 2 and list(StepGroups([], 4)) == []
+    # Lightning's moving average updates once a call: one batch a call keeps its decay's meaning
+    assert steps_per_call([EMAWeightAveraging(decay=0.9)]) == 1
+    assert steps_per_call([]) == STEPS_PER_CALL > 1
+
+
+def test_grouped_steps_train_as_one_batch_a_call_does(tmp_path, monkeypatch):
+    """training_step steps the optimiser once per batch of its group: the same per-step
+    losses (bitwise, in bf16 under Lightning's autocast) and learning rates as one batch a
+    call, and Lightning's global step still counts optimiser steps."""
+    import lightning as L
+
+    import polymodal.training.fit as fit
+    from polymodal import Model
+    from polymodal.training.module import PolymodalModule
+    from tests.media import shapes_and_tones, tiny_config
+
+    monkeypatch.setenv("POLYMODAL_PROGRESS", "0")
+    data = shapes_and_tones(tmp_path / "data", rows=96)
+    runs = []
+    step_on, training_step = PolymodalModule.step_on, PolymodalModule.training_step
+    fit_trainer = L.Trainer.fit
+    for steps in (1, 4):
+        losses, rates, calls, global_steps = [], [], [], []
+
+        def recorded_step(self, batch, losses=losses, rates=rates, step_on=step_on):
+            loss = step_on(self, batch)
+            losses.append(float(loss))
+            rates.append(self.optimizers().param_groups[0]["lr"])
+            return loss
+
+        def recorded_call(self, batches, index, calls=calls, training_step=training_step):
+            calls.append(len(batches))
+            return training_step(self, batches, index)
+
+        def watched(trainer, *args, global_steps=global_steps, fit_trainer=fit_trainer, **kw):
+            fit_trainer(trainer, *args, **kw)
+            global_steps.append(trainer.global_step)
+
+        monkeypatch.setattr(fit, "STEPS_PER_CALL", steps)
+        monkeypatch.setattr(PolymodalModule, "step_on", recorded_step)
+        monkeypatch.setattr(PolymodalModule, "training_step", recorded_call)
+        monkeypatch.setattr(L.Trainer, "fit", watched)
+        config = tiny_config(max_epochs=2, batch_size=8, precision="bf16")
+        config.model.fusion = "attention"
+        Model(target="label", inputs=["picture", "sound"], config=config).fit(data)
+        runs.append((losses, rates, calls, global_steps))
+    (one_losses, one_rates, one_calls, _), (losses, rates, calls, global_steps) = runs
+    assert losses == one_losses and rates == one_rates and len(losses) >= 16
+    assert set(one_calls) == {1} and max(calls) == 4 and sum(calls) == len(losses)
+    per_epoch = len(losses) // 2
+    assert len(calls) == 2 * -(-per_epoch // 4)
+    assert global_steps == [len(losses)]
+
+
+def test_adamw_takes_torchs_fused_kernel_where_it_has_one():
+    from polymodal.training.module import adamw_kernel
+
+    cpu = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, 2))]
+    assert adamw_kernel(cpu) == {"fused": True}
+    assert adamw_kernel([torch.nn.Parameter(torch.ones(3, device="meta"))]) == {"foreach": True}
+    assert adamw_kernel([]) == {"foreach": True}
+    optimizer = torch.optim.AdamW(cpu, **adamw_kernel(cpu))  # torch accepts it
+    assert optimizer.defaults["fused"] is True
+
+
 def test_bf16_training_keeps_32_bit_weights_and_predictions(tmp_path, monkeypatch):
     """README: training runs in bf16 mixed precision where it can; predictions and saved
     weights stay 32-bit. bf16 is forced here, so the test means the same on any CPU."""

