@@ -189,8 +189,8 @@ def main() -> None:
     precision = trainer_precision(settings.precision)
     print(f"data: {name}, {len(train_rows)} training rows, inputs {inputs}, batch {size}")
     print(f"precision: {precision} on both sides")
-    ours = next(iter(adamw_kernel(list(hand_net.parameters()))))
-    print(f"AdamW kernel: polymodal {ours}, hand-written loop {args.hand_kernel or ours}")
+    kernel = next(iter(adamw_kernel(list(hand_net.parameters()))))
+    print(f"AdamW kernel: polymodal {kernel}, hand-written loop {args.hand_kernel or kernel}")
     for index, (ours, hand) in enumerate(zip(polymodal_rates, hand_rates, strict=True)):
         print(
             f"training round {index + 1}     samples/s polymodal (Lightning) {ours:8.1f}, "
