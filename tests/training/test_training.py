@@ -175,7 +175,7 @@ def test_step_groups_hand_over_the_batches_a_few_at_a_time_in_order():
 def test_grouped_steps_train_as_one_batch_a_call_does(tmp_path, monkeypatch):
     """training_step steps the optimiser once per batch of its group: the same per-step
     losses (bitwise, in bf16 under Lightning's autocast) and learning rates as one batch a
-    call, and Lightning's global step still counts optimiser steps."""
+    call, and Lightning's global step still counts optimiser steps. AdamW is torch's fused."""
     import lightning as L
 
     import polymodal.training.fit as fit
@@ -185,7 +185,7 @@ def test_grouped_steps_train_as_one_batch_a_call_does(tmp_path, monkeypatch):
 
     monkeypatch.setenv("POLYMODAL_PROGRESS", "0")
     data = shapes_and_tones(tmp_path / "data", rows=96)
-    runs = []
+    runs, kernels = [], set()
     step_on, training_step = PolymodalModule.step_on, PolymodalModule.training_step
     fit_trainer = L.Trainer.fit
     for steps in (1, 4):
@@ -195,6 +195,7 @@ def test_grouped_steps_train_as_one_batch_a_call_does(tmp_path, monkeypatch):
             loss = step_on(self, batch)
             losses.append(float(loss))
             rates.append(self.optimizers().param_groups[0]["lr"])
+            kernels.add(self.optimizers().optimizer.defaults["fused"])
             return loss
 
         def recorded_call(self, batches, index, calls=calls, training_step=training_step):
@@ -219,6 +220,7 @@ def test_grouped_steps_train_as_one_batch_a_call_does(tmp_path, monkeypatch):
     per_epoch = len(losses) // 2
     assert len(calls) == 2 * -(-per_epoch // 4)
     assert global_steps == [len(losses)]
+    assert kernels == {True}
 
 
 def test_adamw_takes_torchs_fused_kernel_where_it_has_one():
