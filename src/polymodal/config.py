@@ -179,6 +179,13 @@ class TrainSettings(Strict):
     )
     warmup_epochs: float = Field(1.0, ge=0, description="at most a tenth of max_epochs")
     max_time: str | None = Field(None, description="wall-clock limit, DD:HH:MM:SS or minutes")
+    checkpoint_seconds: float = Field(
+        60,
+        ge=0,
+        description="the resumable state (weights, optimiser, schedule) is written at the end of "
+        "an epoch once this many seconds have passed since its last write, and after the first "
+        "and the final epoch; 0: after every epoch",
+    )
     seed: int = 0
     valid_fraction: float = 0.1
     modality_dropout: float | dict[str, float] = Field(

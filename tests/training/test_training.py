@@ -263,6 +263,66 @@ def test_bf16_training_keeps_32_bit_weights_and_predictions(tmp_path, monkeypatc
     assert {values.dtype for values in outputs.values()} == {np.dtype(np.float32)}
 
 
+def test_plain_steps_train_as_lightnings_wrapped_steps_do(tmp_path, monkeypatch):
+    """In one process, training_step calls torch's backward and AdamW's step itself: the
+    same losses (bitwise, bf16) and the same global step as through Lightning's wrappers."""
+    import lightning as L
+
+    import polymodal.training.module as module
+    from polymodal import Model
+    from tests.media import shapes_and_tones, tiny_config
+
+    monkeypatch.setenv("POLYMODAL_PROGRESS", "0")
+    data = shapes_and_tones(tmp_path / "data", rows=64)
+    step_on, manual_backward = module.PolymodalModule.step_on, L.LightningModule.manual_backward
+    fit_trainer = L.Trainer.fit
+    runs = {}
+    for plain in (True, False):
+        run = runs[plain] = {"losses": [], "wrapped": 0, "global_step": None}
+
+        def recorded_step(self, batch, run=run):
+            loss = step_on(self, batch)
+            run["losses"].append(float(loss))
+            return loss
+
+        def counted_backward(self, loss, *args, run=run, **kwargs):
+            run["wrapped"] += 1
+            return manual_backward(self, loss, *args, **kwargs)
+
+        def watched(trainer, *args, run=run, **kwargs):
+            fit_trainer(trainer, *args, **kwargs)
+            run["global_step"] = trainer.global_step
+
+        monkeypatch.setattr(module.PolymodalModule, "step_on", recorded_step)
+        monkeypatch.setattr(L.LightningModule, "manual_backward", counted_backward)
+        monkeypatch.setattr(L.Trainer, "fit", watched)
+        monkeypatch.setattr(module, "plain_steps_suffice", lambda trainer, plain=plain: plain)
+        config = tiny_config(max_epochs=2, batch_size=8, precision="bf16")
+        Model(target="label", inputs=["picture", "sound"], config=config).fit(data)
+    plain, wrapped = runs[True], runs[False]
+    assert plain["losses"] == wrapped["losses"] and len(plain["losses"]) >= 10
+    assert plain["global_step"] == wrapped["global_step"] == len(plain["losses"])
+    assert plain["wrapped"] == 0 and wrapped["wrapped"] == len(wrapped["losses"])
+
+
+def test_plain_steps_only_in_one_process_without_a_gradient_scaler():
+    import lightning as L
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from polymodal.training.module import plain_steps_suffice
+
+    for precision in ("32-true", "bf16-mixed"):
+        trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, logger=False)
+        assert plain_steps_suffice(trainer), precision
+    ddp = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    assert not plain_steps_suffice(ddp)
+    scaled = L.Trainer(accelerator="cpu", devices=1, logger=False)
+    scaled.strategy.precision_plugin = MixedPrecision(
+        "16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu")
+    )
+    assert not plain_steps_suffice(scaled)
+
+
 def test_bf16_forward_runs_under_autocast_and_the_backward_pass_outside_it(tmp_path, monkeypatch):
     """training_step takes its own optimiser step, inside Lightning's autocast; the backward
     pass and the step leave it (in bf16 the attention fusion's gradients differed when the
@@ -272,19 +332,19 @@ def test_bf16_forward_runs_under_autocast_and_the_backward_pass_outside_it(tmp_p
     from tests.media import shapes_and_tones, tiny_config
 
     seen = {"forward": set(), "backward": set()}
-    combined_loss, backward = PolymodalModule.combined_loss, PolymodalModule.manual_backward
+    combined_loss, backward = PolymodalModule.combined_loss, PolymodalModule.backward_and_step
 
     def forward_seen(self, outputs, targets):
         if self.net.training:
             seen["forward"].add(torch.is_autocast_enabled("cpu"))
         return combined_loss(self, outputs, targets)
 
-    def backward_seen(self, loss, *args, **kwargs):
+    def backward_seen(self, loss):
         seen["backward"].add(torch.is_autocast_enabled("cpu"))
-        return backward(self, loss, *args, **kwargs)
+        return backward(self, loss)
 
     monkeypatch.setattr(PolymodalModule, "combined_loss", forward_seen)
-    monkeypatch.setattr(PolymodalModule, "manual_backward", backward_seen)
+    monkeypatch.setattr(PolymodalModule, "backward_and_step", backward_seen)
     data = shapes_and_tones(tmp_path / "data", rows=32)
     config = tiny_config(max_epochs=1, precision="bf16")
     config.model.fusion = "attention"
@@ -367,7 +427,7 @@ def test_optimiser_steps_do_not_ask_nvml_where_there_is_no_gpu(monkeypatch):
     assert os.environ[NVML_CHECK] == "1", "Lightning's setting is back after the block"
 
 
-def test_the_last_checkpoint_is_each_epochs_even_when_validation_did_not_improve(
+def test_the_last_checkpoint_is_the_final_epochs_even_when_validation_did_not_improve(
     tmp_path, monkeypatch
 ):
     """`--resume` goes on from the last epoch trained, not from the last one that improved
@@ -384,6 +444,36 @@ def test_the_last_checkpoint_is_each_epochs_even_when_validation_did_not_improve
     assert model.metrics_["best_epoch"] == 0
     last = torch.load(out / ".checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 2 and "optimizer_states" in last
+
+
+@pytest.mark.parametrize("seconds", [0.0, 3600.0])
+def test_the_resumable_state_is_written_after_the_first_and_final_epoch_and_when_due(
+    tmp_path, monkeypatch, seconds
+):
+    """last.ckpt after every epoch with `checkpoint_seconds` 0; with an hour, after the first
+    epoch and after the one where the budget stopped training (here the fifth of 12)."""
+    import polymodal.training.fit as fit
+    from polymodal import Model
+    from tests.media import shapes_and_tones, tiny_config
+
+    written = []
+    save, budget_epoch_end = fit.ResumableState._save_checkpoint, fit.Budget.on_train_epoch_end
+
+    def recorded_save(self, trainer, filepath):
+        written.append(trainer.current_epoch)
+        save(self, trainer, filepath)
+
+    def stop_at_the_fifth(self, trainer, module):
+        budget_epoch_end(self, trainer, module)
+        trainer.should_stop = trainer.should_stop or trainer.current_epoch == 4
+
+    monkeypatch.setattr(fit.ResumableState, "_save_checkpoint", recorded_save)
+    monkeypatch.setattr(fit.Budget, "on_train_epoch_end", stop_at_the_fifth)
+    data = shapes_and_tones(tmp_path / "data", rows=48)
+    config = tiny_config(max_epochs=12, patience=20, checkpoint_seconds=seconds)
+    model = Model(target="label", inputs=["picture"], config=config).fit(data)
+    assert [row["epoch"] for row in model.metrics_["history"]] == [0, 1, 2, 3, 4]
+    assert written == ([0, 1, 2, 3, 4] if seconds == 0 else [0, 4])
 
 
 def test_checkpoints_are_written_on_a_thread_only_where_that_pays(monkeypatch):
