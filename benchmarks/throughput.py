@@ -13,6 +13,9 @@ each round trains polymodal (Lightning) and the hand loop, the first of the two 
 round to round, and the ratio is taken within the round; the median over rounds is the figure.
 Predictions alternate call by call. Epochs 2 to `--epochs` are timed (the first pays one-time
 costs on both sides), each from its start to the next one's (the last to the end of training).
+polymodal has glibc's malloc keep freed memory for reuse (`machine.reuse_freed_memory`,
+process-wide), so the hand loop, in the same process, runs under the same setting; the page
+faults of a prediction pass are printed for both sides.
 
 Uses ../shared/datasets/avmnist when present, else generated shapes-and-tones data.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -109,6 +113,11 @@ def predict_rows_per_second(net, inputs, rows: int, batch_size: int = 256) -> fl
     return rows / (time.perf_counter() - started)
 
 
+def page_faults() -> int:
+    """Page faults this process has taken so far (those served without reading a disk)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=3000)
@@ -177,12 +186,15 @@ def main() -> None:
     model.schema_, model.net_ = schema, hand_net  # the same weights on both sides
     predict_rows_per_second(hand_net, features, 256)  # warm-up, as for Model.predict below
     model.predict(table.subset(np.arange(256)))
-    hand_predicts, poly_predicts = [], []
+    hand_predicts, poly_predicts, hand_faults, poly_faults = [], [], [], []
     for _ in range(args.predict_repeats):  # interleaved, so a slow moment hits both sides
+        faults = page_faults()
         hand_predicts.append(predict_rows_per_second(hand_net, features, len(table)))
-        started = time.perf_counter()
+        hand_faults.append(page_faults() - faults)
+        faults, started = page_faults(), time.perf_counter()
         model.predict(table)  # from the table: cached features, batching, output frame
         poly_predicts.append(len(table) / (time.perf_counter() - started))
+        poly_faults.append(page_faults() - faults)
     hand_predict, poly_predict = float(np.median(hand_predicts)), float(np.median(poly_predicts))
 
     print(machine())
@@ -204,6 +216,10 @@ def main() -> None:
         f"predict rows/s       hand-written loop     {hand_predict:8.1f}  (tensors in memory; median of {args.predict_repeats})"
     )
     print(f"predict ratio        polymodal / hand      {poly_predict / hand_predict:8.3f}")
+    print(
+        f"page faults a pass   polymodal {np.median(poly_faults):.0f}, "
+        f"hand-written loop {np.median(hand_faults):.0f}  (median)"
+    )
 
 
 if __name__ == "__main__":

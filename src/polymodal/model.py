@@ -26,6 +26,7 @@ from polymodal.data.cache import FeatureCache
 from polymodal.data.features import FittedSchema, encode_inputs
 from polymodal.data.problems import BadInputError, ProblemLog
 from polymodal.data.table import Table, read_table
+from polymodal.machine import reuse_freed_memory
 from polymodal.network import MultimodalNet, check_dropout_names
 from polymodal.tasks import Task, encode_targets
 from polymodal.training.batches import TensorBatches, to_tensors
@@ -252,6 +253,7 @@ class Model:
         self._check_fitted()
         total = len(next(iter(features.values()))["present"])
         rows = np.arange(total) if rows is None else rows
+        reuse_freed_memory()
         self.net_.eval()
         with torch.inference_mode():
             return [

@@ -17,7 +17,7 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from torch.utils.data import DataLoader
 
 from polymodal.config import TrainSettings
-from polymodal.machine import fit_torch_threads_to_cores, usable_cores
+from polymodal.machine import fit_torch_threads_to_cores, reuse_freed_memory, usable_cores
 from polymodal.network import MultimodalNet
 from polymodal.progress import progress_enabled
 from polymodal.terminal import quiet_lightning
@@ -172,6 +172,7 @@ def train_network(
     check_strategy(settings)
     L.seed_everything(settings.seed, workers=True, verbose=False)
     share_cores(settings)
+    reuse_freed_memory()
     checkpoints = workdir / CHECKPOINTS
     last = workdir / LAST_CHECKPOINT
     shape = LearningRateShape(warmup_steps(settings, len(train)))
