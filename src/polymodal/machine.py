@@ -64,8 +64,9 @@ MALLOC_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLO
 
 @functools.cache
 def reuse_freed_memory() -> bool:
-    """Have glibc's malloc keep up to `HEAP_KEPT_BYTES` of freed memory for the next batch
-    instead of handing it back to the kernel. True where the settings were applied.
+    """Have glibc's malloc keep up to `HEAP_KEPT_BYTES` of freed memory at the top of each of
+    its heaps for the next batch instead of handing it back to the kernel. True where the
+    settings were applied.
 
     Each batch allocates and frees the same activations. glibc moves its thresholds with the
     history of frees, and in some processes it ends up trimming the top of its heap after every
