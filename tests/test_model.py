@@ -66,6 +66,27 @@ def test_predict_and_proba(fitted, data):
     assert np.allclose(predictions[[f"label_prob_{c}" for c in classes]].to_numpy(), probabilities)
 
 
+def test_training_and_prediction_keep_freed_memory_for_the_next_batch(data, tmp_path, monkeypatch):
+    """`machine.reuse_freed_memory` (tests/test_machine.py measures what it does) is asked for
+    by training and by every prediction."""
+    import polymodal.model
+    import polymodal.training.fit
+
+    calls = []
+    for module in (polymodal.model, polymodal.training.fit):
+        monkeypatch.setattr(
+            module, "reuse_freed_memory", lambda module=module: calls.append(module)
+        )
+    model = Model(
+        target="label", config=tiny_config(max_epochs=1), cache=FeatureCache(enabled=False)
+    )
+    model.fit(data, out=tmp_path / "m")
+    assert polymodal.training.fit in calls
+    calls.clear()
+    model.predict(data)
+    assert calls == [polymodal.model]
+
+
 def test_evaluate_reports_classification_metrics(fitted, data):
     """evaluate's numbers, recomputed by hand from predict() and the labels, on rows whose
     classes are unevenly represented (so weighted and macro F1 differ)."""
